@@ -1,0 +1,185 @@
+"""Command lines from config dataclasses: one dataclass per program, flags generated from it.
+
+Each field becomes `--field-name` with its `help` metadata as help text, and may also be set by an
+environment variable (`<PREFIX>FIELD_NAME`, flags win). Errors are one line on stderr and exit 2:
+argparse's usage dump is replaced, and commands raise `UsageError` for mistakes that only the
+program can detect (a missing file, a foreign checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeVar, Union
+
+T = TypeVar("T")
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A mistake of the user's: reported as one line, exit code 2, never a traceback."""
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, positional: bool = False) -> Any:
+    """A config field: its default, its one-line help, whether it is positional."""
+    meta = {"help": help, "positional": positional}
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """Strip Optional[...]: return the inner type and whether None was allowed."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _converter(tp: Any, name: str) -> tuple[Callable[[str], Any], list[Any] | None]:
+    base, optional = _base_type(tp)
+    choices: list[Any] | None = None
+    if typing.get_origin(base) is Literal:
+        choices = list(typing.get_args(base))
+        base = type(choices[0])
+
+    def convert(text: str) -> Any:
+        if optional and text.lower() in ("", "none"):
+            return None
+        try:
+            return base(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {base.__name__} value: {text!r}") from None
+
+    convert.__name__ = base.__name__
+    return convert, choices
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def add_config(parser: argparse.ArgumentParser, cls: type, env_prefix: str | None) -> None:
+    """Add one flag per field of the dataclass `cls` to `parser`."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        help_text = f.metadata.get("help", "")
+        tp = hints[f.name]
+        default = f.default
+        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        env_name = f"{env_prefix}{f.name.upper()}" if env_prefix else None
+        if env_name and env_name in os.environ:
+            default = _from_env(env_name, os.environ[env_name], tp, parser)
+        if f.metadata.get("positional"):
+            convert, choices = _converter(tp, f.name)
+            parser.add_argument(f.name, type=convert, choices=choices, help=help_text)
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        suffix = f" (env {env_name})" if env_name else ""
+        if _base_type(tp)[0] is bool:
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=f"{help_text}{suffix}",
+            )
+            continue
+        convert, choices = _converter(tp, f.name)
+        shown = "" if default is dataclasses.MISSING else f" [default: {default}]"
+        parser.add_argument(
+            flag,
+            dest=f.name,
+            type=convert,
+            choices=choices,
+            default=default,
+            required=default is dataclasses.MISSING,
+            help=f"{help_text}{shown}{suffix}",
+            metavar=_metavar(choices, convert),
+        )
+
+
+def _metavar(choices: list[Any] | None, convert: Callable[[str], Any]) -> str:
+    if choices:
+        return "{" + ",".join(str(c) for c in choices) + "}"
+    return convert.__name__.upper()
+
+
+def _from_env(name: str, text: str, tp: Any, parser: argparse.ArgumentParser) -> Any:
+    base, _ = _base_type(tp)
+    try:
+        if base is bool:
+            return _parse_bool(text)
+        value = _converter(tp, name)[0](text)
+    except (ValueError, argparse.ArgumentTypeError):
+        parser.error(f"environment variable {name}: invalid value {text!r}")
+    choices = _converter(tp, name)[1]
+    if choices and value not in choices:
+        parser.error(f"environment variable {name}: {text!r} is not one of {choices}")
+    return value
+
+
+def to_config(cls: type[T], namespace: argparse.Namespace) -> T:
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in vars(namespace).items() if k in names})
+
+
+Handler = Callable[[Any], int]
+
+
+def run(
+    prog: str,
+    description: str,
+    commands: dict[str, tuple[type, Handler, str]],
+    argv: Sequence[str] | None = None,
+    env_prefix: str | None = None,
+) -> int:
+    """Parse `argv` into the chosen command's config and call its handler.
+
+    `commands` maps a subcommand name to (config dataclass, handler, one-line help). With a
+    single command named "" the program takes no subcommand.
+    """
+    parser = _Parser(prog=prog, description=description)
+    if set(commands) == {""}:
+        cls, handler, _ = commands[""]
+        add_config(parser, cls, env_prefix)
+        chosen = (cls, handler)
+    else:
+        sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+        for name, (cls, _, help_text) in commands.items():
+            add_config(sub.add_parser(name, help=help_text, description=help_text), cls, env_prefix)
+    namespace = parser.parse_args(argv)
+    if set(commands) != {""}:
+        cls, handler, _ = commands[namespace.command]
+        chosen = (cls, handler)
+    try:
+        config = to_config(chosen[0], namespace)
+        return chosen[1](config)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 1

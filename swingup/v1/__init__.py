@@ -1,0 +1,1 @@
+"""Generated gRPC code for the `swingup.v1` package (see proto/; regenerate with `make proto`)."""

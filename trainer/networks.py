@@ -1,0 +1,105 @@
+"""The actor and critic of the notebook, with observation normalisation folded into the modules.
+
+The normalisation statistics are buffers of the actor itself, so the exported ONNX graph needs
+nothing beside it (the CleanRL pitfall of statistics kept in an env wrapper).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from swingup import contract
+
+StdParam = Literal["exp_softplus", "softplus"]
+
+
+def initialize_uniformly(layer: nn.Linear, init_w: float = 3e-3) -> None:
+    """The notebook's output-layer init: weights and bias uniform in [-init_w, init_w]."""
+    nn.init.uniform_(layer.weight, -init_w, init_w)
+    nn.init.uniform_(layer.bias, -init_w, init_w)
+
+
+class ObsNormalizer(nn.Module):
+    """(obs - mean) / std with statistics held as buffers (identity until they are set)."""
+
+    obs_mean: torch.Tensor
+    obs_std: torch.Tensor
+
+    def __init__(self, obs_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.obs_mean) / self.obs_std
+
+
+def _trunk(obs_dim: int, hidden: int, layers: int) -> nn.Sequential:
+    modules: list[nn.Module] = []
+    width = obs_dim
+    for _ in range(layers):
+        modules += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    return nn.Sequential(*modules)
+
+
+class Actor(nn.Module):
+    """Gaussian policy: mean = 2 * tanh(.), std from its own head.
+
+    `std_param="exp_softplus"` is the notebook's std = exp(softplus(x)), always > 1;
+    `"softplus"` is softplus(x) + min_std, which can shrink as the policy becomes sure.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int = contract.OBS_DIM,
+        action_dim: int = contract.ACTION_DIM,
+        hidden: int = 128,
+        layers: int = 1,
+        std_param: StdParam = "exp_softplus",
+        min_std: float = 1e-3,
+        head_init: float = 3e-3,
+    ) -> None:
+        super().__init__()
+        self.std_param = std_param
+        self.min_std = min_std
+        self.normalizer = ObsNormalizer(obs_dim)
+        self.trunk = _trunk(obs_dim, hidden, layers)
+        self.mu_layer = nn.Linear(hidden, action_dim)
+        self.log_std_layer = nn.Linear(hidden, action_dim)
+        initialize_uniformly(self.mu_layer, head_init)
+        initialize_uniformly(self.log_std_layer, head_init)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (action_mean, action_std), each [batch, action_dim]."""
+        x = self.trunk(self.normalizer(obs))
+        mean = torch.tanh(self.mu_layer(x)) * contract.ACTION_HIGH
+        raw = F.softplus(self.log_std_layer(x))
+        std = torch.exp(raw) if self.std_param == "exp_softplus" else raw + self.min_std
+        return mean, std
+
+
+class Critic(nn.Module):
+    """State value V(s): the notebook's Linear -> ReLU -> Linear with a small uniform output layer."""
+
+    def __init__(
+        self,
+        obs_dim: int = contract.OBS_DIM,
+        hidden: int = 128,
+        layers: int = 1,
+        head_init: float = 3e-3,
+    ) -> None:
+        super().__init__()
+        self.normalizer = ObsNormalizer(obs_dim)
+        self.trunk = _trunk(obs_dim, hidden, layers)
+        self.out = nn.Linear(hidden, 1)
+        initialize_uniformly(self.out, head_init)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Return V(obs), [batch, 1]."""
+        value: torch.Tensor = self.out(self.trunk(self.normalizer(obs)))
+        return value

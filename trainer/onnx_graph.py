@@ -1,0 +1,137 @@
+"""Turn an Actor into a checked ONNX model: the graph, the checker and the parity test.
+
+Following Stable-Baselines3's ONNX guide: export the module that returns exactly what the server
+needs, run the ONNX checker, and compare onnxruntime against torch before anyone ships the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from swingup import atomic, contract
+from trainer.networks import Actor
+
+PARITY_TOLERANCE = 1e-5
+# Batch sizes the parity check runs at: the extremes of the contract and a few odd ones between.
+PARITY_BATCHES = (1, 7, 64, 1000, 4096)
+
+
+class ExportError(Exception):
+    """The model could not be exported or failed a check; nothing was written."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    sha256: str
+    max_abs_diff: float
+    opset: int
+
+
+def parity_observations(count: int = 10_240, seed: int = 0) -> np.ndarray:
+    """Observations covering the whole space: theta over the full circle, theta-dot to +-9."""
+    rng = np.random.default_rng(seed)
+    theta = rng.uniform(-np.pi, np.pi, count)
+    # A grid edge at both ends so the extremes are always probed, not left to chance.
+    theta_dot = rng.uniform(-9.0, 9.0, count)
+    theta_dot[:4] = (-9.0, -8.0, 8.0, 9.0)
+    obs = np.stack([np.cos(theta), np.sin(theta), theta_dot], axis=1)
+    return obs.astype(np.float32)
+
+
+def to_onnx_bytes(actor: Actor, metadata: dict[str, str]) -> bytes:
+    """Export `actor` (obs -> action_mean, action_std) with a dynamic batch axis."""
+    actor = actor.eval()
+    buffer = io.BytesIO()
+    dynamic = {0: "batch"}
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter is deprecated but exact and fast for a graph this small; the
+        # dynamo exporter takes seconds and adds onnxscript for no gain here.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            actor,
+            (torch.zeros(1, contract.OBS_DIM),),
+            buffer,
+            input_names=[contract.INPUT_NAME],
+            output_names=[contract.MEAN_NAME, contract.STD_NAME],
+            dynamic_axes={
+                contract.INPUT_NAME: dynamic,
+                contract.MEAN_NAME: dynamic,
+                contract.STD_NAME: dynamic,
+            },
+            opset_version=contract.ONNX_OPSET,
+            dynamo=False,
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    model.producer_name = "swingup"
+    model.doc_string = (
+        "Pendulum-v1 swing-up actor: obs [batch, 3] -> action_mean, action_std [batch, 1]"
+    )
+    onnx.helper.set_model_props(model, metadata)
+    return bytes(model.SerializeToString())
+
+
+def check_graph(data: bytes) -> None:
+    """The ONNX checker with full shape inference, plus our tensor contract."""
+    model = onnx.load_from_string(data)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"ONNX checker rejected the model: {exc}") from None
+    inputs = [i.name for i in model.graph.input]
+    outputs = [o.name for o in model.graph.output]
+    if inputs != [contract.INPUT_NAME] or outputs != [contract.MEAN_NAME, contract.STD_NAME]:
+        raise ExportError(f"unexpected graph signature: inputs {inputs}, outputs {outputs}")
+
+
+def max_parity_diff(actor: Actor, data: bytes, obs: np.ndarray) -> float:
+    """Largest |onnxruntime - torch| over `obs`, split into every batch size of PARITY_BATCHES."""
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    start = 0
+    sizes = list(PARITY_BATCHES)
+    with torch.no_grad():
+        while start < len(obs):
+            size = sizes[0] if sizes else 4096
+            sizes = sizes[1:]
+            chunk = obs[start : start + size]
+            start += size
+            mean_t, std_t = actor(torch.from_numpy(chunk))
+            mean_o, std_o = session.run(None, {contract.INPUT_NAME: chunk})
+            if mean_o.shape != (len(chunk), contract.ACTION_DIM) or std_o.shape != mean_o.shape:
+                raise ExportError(f"onnxruntime returned shapes {mean_o.shape}, {std_o.shape}")
+            if not (np.all(std_o > 0) and np.all(np.abs(mean_o) <= contract.ACTION_HIGH)):
+                raise ExportError("exported model broke its bounds (std <= 0 or |mean| > 2)")
+            worst = max(
+                worst,
+                float(np.max(np.abs(mean_o - mean_t.numpy()))),
+                float(np.max(np.abs(std_o - std_t.numpy()))),
+            )
+    return worst
+
+
+def export_actor(actor: Actor, out: Path, metadata: dict[str, str]) -> ExportResult:
+    """Export, check and verify `actor`; replace `out` only when every check passed."""
+    data = to_onnx_bytes(actor, metadata)
+    check_graph(data)
+    diff = max_parity_diff(actor, data, parity_observations())
+    if not diff <= PARITY_TOLERANCE:
+        raise ExportError(
+            f"onnxruntime differs from torch by {diff:.3g} (tolerance {PARITY_TOLERANCE:g})"
+        )
+    atomic.write_bytes(out, data)
+    return ExportResult(
+        path=out,
+        sha256=hashlib.sha256(data).hexdigest(),
+        max_abs_diff=diff,
+        opset=contract.ONNX_OPSET,
+    )
