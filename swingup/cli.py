@@ -144,7 +144,7 @@ def to_config(cls: type[T], namespace: argparse.Namespace) -> T:
     return cls(**{k: v for k, v in vars(namespace).items() if k in names})
 
 
-Handler = Callable[[Any], int]
+Handler = Callable[..., int]
 
 
 def run(
@@ -173,7 +173,7 @@ def run(
         cls, handler, _ = commands[namespace.command]
         chosen = (cls, handler)
     try:
-        config = to_config(chosen[0], namespace)
+        config: Any = to_config(chosen[0], namespace)
         return chosen[1](config)
     except UsageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)

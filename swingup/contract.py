@@ -26,6 +26,9 @@ INPUT_NAME: Final = "obs"
 MEAN_NAME: Final = "action_mean"
 STD_NAME: Final = "action_std"
 
+# The model the repository ships and `swingup-serve` serves by default, relative to the repo root.
+SHIPPED_MODEL: Final = "models/pendulum-a2c.onnx"
+
 # Bumped when the graph's inputs, outputs or the meaning of a metadata key change.
 FORMAT_VERSION: Final = "1"
 ONNX_OPSET: Final = 17

@@ -19,7 +19,7 @@ def proto_files() -> list[Path]:
 
 def generate(out_dir: Path) -> None:
     """Write the generated modules for every file under proto/ into `out_dir`."""
-    from grpc_tools import protoc  # a dev-only dependency
+    from grpc_tools import protoc  # type: ignore[import-untyped]  # a dev-only dependency
 
     include = Path(protoc.__file__).parent / "_proto"
     # mypy-protobuf's plugins sit beside this interpreter, which need not be on PATH.

@@ -1,0 +1,1 @@
+"""Swingup trainer: A2C on Pendulum-v1 (PyTorch, gymnasium), evaluation and ONNX export."""

@@ -6,6 +6,7 @@ nothing beside it (the CleanRL pitfall of statistics kept in an env wrapper).
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -38,13 +39,25 @@ class ObsNormalizer(nn.Module):
         return (obs - self.obs_mean) / self.obs_std
 
 
-def _trunk(obs_dim: int, hidden: int, layers: int) -> nn.Sequential:
+def _trunk(obs_dim: int, hidden: int, layers: int, ortho_init: bool = False) -> nn.Sequential:
     modules: list[nn.Module] = []
     width = obs_dim
     for _ in range(layers):
-        modules += [nn.Linear(width, hidden), nn.ReLU()]
+        linear = nn.Linear(width, hidden)
+        if ortho_init:
+            nn.init.orthogonal_(linear.weight, gain=math.sqrt(2.0))
+            nn.init.zeros_(linear.bias)
+        modules += [linear, nn.ReLU()]
         width = hidden
     return nn.Sequential(*modules)
+
+
+def _std_bias(init_std: float, std_param: StdParam, min_std: float) -> float:
+    """The std head's bias that yields `init_std` when the weights are near zero."""
+    target = math.log(init_std) if std_param == "exp_softplus" else init_std - min_std
+    if target <= 0:
+        raise ValueError(f"init_std {init_std} is not reachable with std_param {std_param}")
+    return math.log(math.expm1(target))  # inverse softplus
 
 
 class Actor(nn.Module):
@@ -63,16 +76,22 @@ class Actor(nn.Module):
         std_param: StdParam = "exp_softplus",
         min_std: float = 1e-3,
         head_init: float = 3e-3,
+        init_std: float = 0.0,
+        ortho_init: bool = False,
     ) -> None:
         super().__init__()
         self.std_param = std_param
         self.min_std = min_std
         self.normalizer = ObsNormalizer(obs_dim)
-        self.trunk = _trunk(obs_dim, hidden, layers)
+        self.trunk = _trunk(obs_dim, hidden, layers, ortho_init)
         self.mu_layer = nn.Linear(hidden, action_dim)
         self.log_std_layer = nn.Linear(hidden, action_dim)
         initialize_uniformly(self.mu_layer, head_init)
         initialize_uniformly(self.log_std_layer, head_init)
+        if init_std > 0:
+            # Start from a given exploration noise instead of softplus(0) = 0.69 (or e^0.69 = 2).
+            with torch.no_grad():
+                self.log_std_layer.bias.fill_(_std_bias(init_std, std_param, min_std))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (action_mean, action_std), each [batch, action_dim]."""
@@ -84,7 +103,7 @@ class Actor(nn.Module):
 
 
 class Critic(nn.Module):
-    """State value V(s): the notebook's Linear -> ReLU -> Linear with a small uniform output layer."""
+    """State value V(s): the notebook's Linear -> ReLU -> Linear, a small uniform output layer."""
 
     def __init__(
         self,
@@ -92,10 +111,11 @@ class Critic(nn.Module):
         hidden: int = 128,
         layers: int = 1,
         head_init: float = 3e-3,
+        ortho_init: bool = False,
     ) -> None:
         super().__init__()
         self.normalizer = ObsNormalizer(obs_dim)
-        self.trunk = _trunk(obs_dim, hidden, layers)
+        self.trunk = _trunk(obs_dim, hidden, layers, ortho_init)
         self.out = nn.Linear(hidden, 1)
         initialize_uniformly(self.out, head_init)
 

@@ -53,7 +53,9 @@ class ActRequest(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     mode: Global___Mode.ValueType
     seed: _builtins.int
-    """Seeds the sampling noise of this call (MODE_SAMPLE). Unset: fresh entropy."""
+    """Seeds the sampling noise of this call (MODE_SAMPLE; ignored by MODE_MEAN). Unset: fresh
+    entropy. A controller calling once per step should vary it per call, or the noise repeats.
+    """
     @_builtins.property
     def obs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Row-major float32 [batch, obs_dim] (packed): (cos theta, sin theta, theta-dot) per pendulum."""
@@ -112,7 +114,10 @@ class StreamActRequest(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     mode: Global___Mode.ValueType
-    """Read from the first request only; a later request that sets a different mode or seed is refused."""
+    """Read from the first request; later requests leave them unset (or repeat them unchanged), a
+    later request that sets a different mode or seed is refused. The seed starts one generator
+    that the session's steps draw from in turn.
+    """
     seed: _builtins.int
     @_builtins.property
     def obs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
@@ -184,29 +189,27 @@ Global___GetModelInfoRequest: _TypeAlias = GetModelInfoRequest  # noqa: Y015
 class BatchingSettings(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ENABLED_FIELD_NUMBER: _builtins.int
     MAX_BATCH_FIELD_NUMBER: _builtins.int
     WINDOW_US_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
-    enabled: _builtins.bool
-    """Whether concurrent requests are coalesced into one inference call."""
     max_batch: _builtins.int
-    """The largest number of observations one inference call takes."""
+    """The largest number of observations one inference call takes, and so one request may carry."""
     window_us: _builtins.int
-    """How long the batcher waits for more requests once it holds one, in microseconds."""
+    """How long the batcher holds the first pending request for others to join, in microseconds.
+    0: no wait; requests that arrive while the server is busy are still coalesced.
+    """
     workers: _builtins.int
-    """Server processes sharing the port (SO_REUSEPORT)."""
+    """Server processes sharing the port (SO_REUSEPORT), each with its own batcher."""
     def __init__(
         self,
         *,
-        enabled: _builtins.bool = ...,
         max_batch: _builtins.int = ...,
         window_us: _builtins.int = ...,
         workers: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "max_batch", b"max_batch", "window_us", b"window_us", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_batch", b"max_batch", "window_us", b"window_us", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -247,15 +250,13 @@ class ModelInfo(_message.Message):
     EXECUTION_PROVIDER_FIELD_NUMBER: _builtins.int
     PROVIDERS_FIELD_NUMBER: _builtins.int
     BATCHING_FIELD_NUMBER: _builtins.int
-    MAX_REQUEST_BATCH_FIELD_NUMBER: _builtins.int
     SERVER_VERSION_FIELD_NUMBER: _builtins.int
     action_low: _builtins.float
     action_high: _builtins.float
     model_version: _builtins.str
+    """Identifies the model file: the first 12 hex digits of its SHA-256."""
     execution_provider: _builtins.str
     """The onnxruntime execution provider actually running the model."""
-    max_request_batch: _builtins.int
-    """The largest batch one request may carry."""
     server_version: _builtins.str
     @_builtins.property
     def obs_shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
@@ -289,12 +290,11 @@ class ModelInfo(_message.Message):
         execution_provider: _builtins.str = ...,
         providers: _abc.Iterable[_builtins.str] | None = ...,
         batching: Global___BatchingSettings | None = ...,
-        max_request_batch: _builtins.int = ...,
         server_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["batching", b"batching"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_high", b"action_high", "action_low", b"action_low", "action_shape", b"action_shape", "batching", b"batching", "execution_provider", b"execution_provider", "max_request_batch", b"max_request_batch", "metadata", b"metadata", "model_version", b"model_version", "obs_high", b"obs_high", "obs_low", b"obs_low", "obs_shape", b"obs_shape", "providers", b"providers", "server_version", b"server_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_high", b"action_high", "action_low", b"action_low", "action_shape", b"action_shape", "batching", b"batching", "execution_provider", b"execution_provider", "metadata", b"metadata", "model_version", b"model_version", "obs_high", b"obs_high", "obs_low", b"obs_low", "obs_shape", b"obs_shape", "providers", b"providers", "server_version", b"server_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -58,6 +58,8 @@ class PolicyServiceServicer:
 
     def Act(self, request, context):
         """One batch of observations (one or many pendulums) in, one action per observation out.
+        A malformed request (width not a multiple of obs_dim, non-finite values, an empty batch or one
+        larger than max_batch, an unknown mode) gets INVALID_ARGUMENT naming the problem.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -65,7 +67,8 @@ class PolicyServiceServicer:
 
     def StreamAct(self, request_iterator, context):
         """A control session: mode and seed are fixed by the first request; every request is a batch of
-        observations and every response the actions for it, in order.
+        observations and every response the actions for it, in order. With a seed, the whole sequence
+        of sampled actions is reproducible. A bad request ends the session with INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,10 +36,14 @@ class PolicyServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> PolicyServiceAsyncStub: ...
     Act: _grpc.UnaryUnaryMultiCallable[_policy_pb2.ActRequest, _policy_pb2.ActResponse]
-    """One batch of observations (one or many pendulums) in, one action per observation out."""
+    """One batch of observations (one or many pendulums) in, one action per observation out.
+    A malformed request (width not a multiple of obs_dim, non-finite values, an empty batch or one
+    larger than max_batch, an unknown mode) gets INVALID_ARGUMENT naming the problem.
+    """
     StreamAct: _grpc.StreamStreamMultiCallable[_policy_pb2.StreamActRequest, _policy_pb2.StreamActResponse]
     """A control session: mode and seed are fixed by the first request; every request is a batch of
-    observations and every response the actions for it, in order.
+    observations and every response the actions for it, in order. With a seed, the whole sequence
+    of sampled actions is reproducible. A bad request ends the session with INVALID_ARGUMENT.
     """
     GetModelInfo: _grpc.UnaryUnaryMultiCallable[_policy_pb2.GetModelInfoRequest, _policy_pb2.ModelInfo]
     """The spaces, model version and metadata, execution provider and batching settings."""
@@ -50,10 +54,14 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Act: _aio.UnaryUnaryMultiCallable[_policy_pb2.ActRequest, _policy_pb2.ActResponse]  # type: ignore[assignment]
-    """One batch of observations (one or many pendulums) in, one action per observation out."""
+    """One batch of observations (one or many pendulums) in, one action per observation out.
+    A malformed request (width not a multiple of obs_dim, non-finite values, an empty batch or one
+    larger than max_batch, an unknown mode) gets INVALID_ARGUMENT naming the problem.
+    """
     StreamAct: _aio.StreamStreamMultiCallable[_policy_pb2.StreamActRequest, _policy_pb2.StreamActResponse]  # type: ignore[assignment]
     """A control session: mode and seed are fixed by the first request; every request is a batch of
-    observations and every response the actions for it, in order.
+    observations and every response the actions for it, in order. With a seed, the whole sequence
+    of sampled actions is reproducible. A bad request ends the session with INVALID_ARGUMENT.
     """
     GetModelInfo: _aio.UnaryUnaryMultiCallable[_policy_pb2.GetModelInfoRequest, _policy_pb2.ModelInfo]  # type: ignore[assignment]
     """The spaces, model version and metadata, execution provider and batching settings."""
@@ -67,7 +75,10 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _policy_pb2.ActRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_policy_pb2.ActResponse, _abc.Awaitable[_policy_pb2.ActResponse]]:
-        """One batch of observations (one or many pendulums) in, one action per observation out."""
+        """One batch of observations (one or many pendulums) in, one action per observation out.
+        A malformed request (width not a multiple of obs_dim, non-finite values, an empty batch or one
+        larger than max_batch, an unknown mode) gets INVALID_ARGUMENT naming the problem.
+        """
 
     @_abc_1.abstractmethod
     def StreamAct(
@@ -76,7 +87,8 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_policy_pb2.StreamActResponse], _abc.AsyncIterator[_policy_pb2.StreamActResponse]]:
         """A control session: mode and seed are fixed by the first request; every request is a batch of
-        observations and every response the actions for it, in order.
+        observations and every response the actions for it, in order. With a seed, the whole sequence
+        of sampled actions is reproducible. A bad request ends the session with INVALID_ARGUMENT.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,205 @@
+"""swingup-train from the command line: JSON results, and each user mistake as one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer.cli import main
+
+TINY = ["--frames", "640", "--num-envs", "4", "--n-steps", "4", "--no-progress"]
+
+
+def last_json(out: str) -> dict[str, object]:
+    parsed: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    return parsed
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", *TINY, "--out", str(path), "--checkpoint-interval", "320"]) == 0
+    return path
+
+
+def test_train_writes_the_run_directory(run_dir: Path) -> None:
+    for name in ("config.json", "metrics.csv", "training.png", "eval.json"):
+        assert (run_dir / name).is_file(), name
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["preset"] == "fast" and config["hyperparams"]["num_envs"] == 4
+    assert json.loads((run_dir / "eval.json").read_text())["episodes"] == 100
+
+
+def test_train_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "seed",
+                "--frames",
+                "300",
+                "--no-progress",
+                "--json",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
+    summary = last_json(capsys.readouterr().out)
+    assert set(summary) == {
+        "run_dir",
+        "preset",
+        "frames",
+        "seed",
+        "wall_s",
+        "frames_per_s",
+        "eval_mean",
+        "eval_std",
+    }
+    assert summary["preset"] == "seed" and summary["seed"] == 777 and summary["frames"] == 300
+
+
+def test_evaluate_json(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(run_dir), "--episodes", "3", "--json"]) == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["episodes"] == 3 and len(result["returns"]) == 3  # type: ignore[arg-type]
+    assert set(result) == {"episodes", "mean", "std", "returns"}
+
+
+def test_evaluate_gif_and_sampling(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gif = tmp_path / "episode.gif"
+    assert (
+        main(["evaluate", str(run_dir), "--episodes", "2", "--sample", "--gif", str(gif), "--json"])
+        == 0
+    )
+    sampled = last_json(capsys.readouterr().out)
+    assert gif.read_bytes()[:6] == b"GIF89a"
+    assert main(["evaluate", str(run_dir), "--episodes", "2", "--json"]) == 0
+    assert last_json(capsys.readouterr().out)["returns"] != sampled["returns"]
+
+
+def error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--preset", "foo"], "invalid choice: 'foo'"),
+        (["train", "--frames", "0"], "--frames must be positive"),
+        (["train", "--frames", "-5"], "--frames must be positive"),
+        (["train", "--gamma", "1.5"], "--gamma"),
+        (["train", "--frames", "ten"], "invalid int value"),
+        (["evaluate", "/nonexistent/run"], "no such run directory or checkpoint"),
+        (["evaluate", "/nonexistent/model.onnx"], "no such model"),
+        (["export", "/nonexistent/run"], "no such run directory or checkpoint"),
+        (["train", "--resume", "/nonexistent/run"], "not a run directory"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_user_mistakes_are_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors exit from inside parse_args
+        code = int(exc.code or 0)
+    assert code == 2
+    assert message in error_line(capsys)
+
+
+def test_an_occupied_run_directory_is_never_overwritten(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = (run_dir / "metrics.csv").read_bytes()
+    assert main(["train", *TINY, "--out", str(run_dir)]) == 2
+    assert "not empty" in error_line(capsys)
+    assert (run_dir / "metrics.csv").read_bytes() == before
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "empty"])
+def test_damaged_checkpoints_are_refused_and_outputs_kept(
+    damage: str, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = sorted((run_dir / "checkpoints").glob("*.pt"))[-1]
+    bad = tmp_path / "bad.pt"
+    if damage == "truncated":
+        bad.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    elif damage == "foreign":
+        torch.save({"weights": torch.zeros(3)}, bad)
+    else:
+        bad.write_bytes(b"")
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"the previous model")
+    for argv in (["export", str(bad), "--out", str(out)], ["evaluate", str(bad)]):
+        assert main(argv) == 2
+        assert str(bad) in error_line(capsys)
+    assert out.read_bytes() == b"the previous model"
+
+
+def test_resume_refuses_changed_settings(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--resume", str(run_dir), "--gamma", "0.5"]) == 2
+    assert "only --frames may change" in error_line(capsys)
+
+
+def test_ctrl_c_checkpoints_exits_130_and_resume_finishes(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    argv = [
+        sys.executable,
+        "-m",
+        "trainer",
+        "train",
+        "--preset",
+        "seed",
+        "--frames",
+        "1000000",
+        "--out",
+        str(run),
+    ]
+    argv += ["--no-progress", "--checkpoint-interval", "200", "--log-checkpoints"]
+    proc = subprocess.Popen(
+        argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait for the first checkpoint, then press Ctrl-C
+        if line.startswith("checkpoint"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    saved = torch.load(sorted((run / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+    assert 200 <= saved["frames"] < 1_000_000
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "train",
+            "--resume",
+            str(run),
+            "--frames",
+            str(saved["frames"] + 200),
+            "--no-progress",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert last_json(done.stdout)["frames"] == saved["frames"] + 200

@@ -1,0 +1,234 @@
+"""The trainer's configuration: the algorithm's hyperparameters, the two presets, the CLI configs.
+
+`Hyperparams` is everything the algorithm reads. A preset is a complete `Hyperparams`; a CLI flag
+that is given replaces the preset's value, so `--preset seed --gamma 0.99` is the notebook with one
+change, and config.json records the resolved result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from swingup.cli import option
+
+Preset = Literal["seed", "fast"]
+CriticLoss = Literal["smooth_l1", "mse"]
+StdParam = Literal["exp_softplus", "softplus"]
+LrSchedule = Literal["constant", "linear"]
+
+
+@dataclass(frozen=True)
+class Hyperparams:
+    """Everything the A2C algorithm reads. The presets below are the two documented settings."""
+
+    frames: int
+    seed: int
+    num_envs: int
+    n_steps: int
+    gamma: float
+    gae_lambda: float
+    actor_lr: float
+    critic_lr: float
+    lr_schedule: LrSchedule
+    # The linear schedule: decay from 1 to lr_end_scale (times the lr) over lr_decay_frames frames
+    # (0: over the whole run), then hold. The notebook's "linear" is lr_end_scale 0 over the run.
+    lr_end_scale: float
+    lr_decay_frames: int
+    adam_eps: float
+    # Learning-rate multiplier of the actor's std head (1: the actor's lr).
+    std_lr_scale: float
+    # Orthogonal init (gain sqrt(2)) of the hidden layers instead of PyTorch's default.
+    ortho_init: bool
+    critic_hidden: int  # 0: same as hidden
+    critic_layers: int  # 0: same as layers
+    entropy_weight: float
+    # The notebook's "entropy" term, -log_prob of the sampled action (zero in expectation),
+    # instead of the distribution's entropy.
+    entropy_from_log_prob: bool
+    # The notebook's done = terminated or truncated: the bootstrap is cut at the time limit.
+    cut_bootstrap_at_truncation: bool
+    # The notebook resets every episode with the same seed: one start state for the whole run.
+    fixed_start: bool
+    critic_loss: CriticLoss
+    std_param: StdParam
+    min_std: float
+    init_std: float  # 0: the notebook's head init decides
+    hidden: int
+    layers: int
+    max_grad_norm: float  # 0 disables clipping
+    normalize_obs: bool
+    normalize_advantage: bool
+    reward_scale: float
+    log_interval: int  # frames between rows of metrics.csv
+    checkpoint_interval: int  # frames between checkpoints
+    eval_interval: int  # frames between evaluations during training, 0 for none
+    eval_episodes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Hyperparams:
+        names = {f.name for f in dataclasses.fields(Hyperparams)}
+        unknown = set(data) - names
+        missing = names - set(data)
+        if unknown or missing:
+            raise ValueError(f"unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+        return Hyperparams(**data)
+
+
+PRESETS: dict[str, Hyperparams] = {
+    # The notebook, exactly: one update per frame on a batch of one.
+    "seed": Hyperparams(
+        frames=100_000,
+        seed=777,
+        num_envs=1,
+        n_steps=1,
+        gamma=0.9,
+        gae_lambda=1.0,
+        actor_lr=1e-4,
+        critic_lr=1e-3,
+        lr_schedule="constant",
+        lr_end_scale=0.0,
+        lr_decay_frames=0,
+        adam_eps=1e-8,
+        std_lr_scale=1.0,
+        ortho_init=False,
+        critic_hidden=0,
+        critic_layers=0,
+        entropy_weight=1e-2,
+        entropy_from_log_prob=True,
+        cut_bootstrap_at_truncation=True,
+        fixed_start=True,
+        critic_loss="smooth_l1",
+        std_param="exp_softplus",
+        min_std=0.0,
+        init_std=0.0,
+        hidden=128,
+        layers=1,
+        max_grad_norm=0.0,
+        normalize_obs=False,
+        normalize_advantage=False,
+        reward_scale=1.0,
+        log_interval=200,
+        checkpoint_interval=10_000,
+        eval_interval=0,
+        eval_episodes=100,
+    ),
+    # The same actor/critic family and A2C update, vectorised, corrected and tuned.
+    "fast": Hyperparams(
+        frames=1_000_000,
+        seed=1,
+        num_envs=16,
+        n_steps=8,
+        gamma=0.9,
+        gae_lambda=0.9,
+        actor_lr=1e-3,
+        critic_lr=2e-3,
+        lr_schedule="linear",
+        lr_end_scale=0.0,
+        lr_decay_frames=0,
+        adam_eps=1e-8,
+        std_lr_scale=1.0,
+        ortho_init=False,
+        critic_hidden=0,
+        critic_layers=0,
+        entropy_weight=0.0,
+        entropy_from_log_prob=False,
+        cut_bootstrap_at_truncation=False,
+        fixed_start=False,
+        critic_loss="mse",
+        std_param="softplus",
+        min_std=1e-3,
+        init_std=0.0,
+        hidden=128,
+        layers=1,
+        max_grad_norm=0.5,
+        normalize_obs=True,
+        normalize_advantage=True,
+        reward_scale=0.1,
+        log_interval=4096,
+        checkpoint_interval=100_000,
+        eval_interval=0,
+        eval_episodes=100,
+    ),
+}
+
+
+@dataclass
+class TrainConfig:
+    """swingup-train train: every hyperparameter is a flag; unset flags take the preset's value."""
+
+    preset: Preset = option("fast", "fast (default, vectorised, tuned) or seed (the notebook)")
+    out: str | None = option(None, "run directory (default runs/<preset>-<seed>-<time>)")
+    resume: str | None = option(None, "continue the run in this directory from its last checkpoint")
+    json: bool = option(False, "print one JSON summary object on the last line of stdout")
+    progress: bool = option(True, "show a progress bar on stderr")
+    log_checkpoints: bool = option(False, "print a line on stderr for every checkpoint written")
+    frames: int | None = option(None, "environment frames to train for (all envs together)")
+    seed: int | None = option(None, "random seed of torch and the environments")
+    num_envs: int | None = option(None, "parallel environments (gymnasium.vector)")
+    n_steps: int | None = option(None, "steps per environment between updates")
+    gamma: float | None = option(None, "discount factor")
+    gae_lambda: float | None = option(None, "GAE lambda (1.0: n-step returns)")
+    actor_lr: float | None = option(None, "actor Adam learning rate")
+    critic_lr: float | None = option(None, "critic Adam learning rate")
+    lr_schedule: LrSchedule | None = option(None, "constant, or linear decay to zero")
+    lr_end_scale: float | None = option(None, "linear schedule: final lr as a fraction of the lr")
+    lr_decay_frames: int | None = option(None, "linear schedule: frames to decay over (0: the run)")
+    adam_eps: float | None = option(None, "Adam epsilon of both optimisers")
+    std_lr_scale: float | None = option(None, "lr multiplier of the actor's std head")
+    ortho_init: bool | None = option(None, "orthogonal init (gain sqrt 2) of the hidden layers")
+    critic_hidden: int | None = option(None, "critic hidden units per layer (0: same as hidden)")
+    critic_layers: int | None = option(None, "critic hidden layers (0: same as layers)")
+    entropy_weight: float | None = option(None, "weight of the entropy bonus")
+    entropy_from_log_prob: bool | None = option(None, "notebook quirk: -log_prob as entropy")
+    cut_bootstrap_at_truncation: bool | None = option(None, "notebook quirk: no bootstrap at 200")
+    fixed_start: bool | None = option(None, "notebook quirk: every episode from one start state")
+    critic_loss: CriticLoss | None = option(None, "critic loss")
+    std_param: StdParam | None = option(None, "std head: exp(softplus(x)) or softplus(x)+min_std")
+    min_std: float | None = option(None, "lower bound of the std with std-param softplus")
+    init_std: float | None = option(None, "initial policy std (0: the notebook's init)")
+    hidden: int | None = option(None, "hidden units per layer")
+    layers: int | None = option(None, "hidden layers")
+    max_grad_norm: float | None = option(None, "gradient clipping norm (0: off)")
+    normalize_obs: bool | None = option(None, "running observation normalisation (in the actor)")
+    normalize_advantage: bool | None = option(None, "normalise advantages per batch")
+    reward_scale: float | None = option(None, "multiply rewards by this in the update")
+    log_interval: int | None = option(None, "frames between rows of metrics.csv")
+    checkpoint_interval: int | None = option(None, "frames between checkpoints")
+    eval_interval: int | None = option(None, "frames between evaluations during training (0: none)")
+    eval_episodes: int | None = option(None, "random-start episodes per evaluation")
+
+    def overrides(self) -> dict[str, Any]:
+        """The hyperparameters given on the command line."""
+        names = {f.name for f in dataclasses.fields(Hyperparams)}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in names and v is not None}
+
+    def resolve(self) -> Hyperparams:
+        return dataclasses.replace(PRESETS[self.preset], **self.overrides())
+
+
+@dataclass
+class EvaluateConfig:
+    """swingup-train evaluate: mean and std of the return over random-start episodes."""
+
+    path: str = option(
+        help="a run directory, a checkpoint (.pt) or an exported model (.onnx)", positional=True
+    )
+    episodes: int = option(100, "random-start episodes")
+    seed: int = option(1_000_000, "seed of the first episode's start state (episode i: seed + i)")
+    sample: bool = option(False, "sample actions from the policy instead of its mean")
+    gif: str | None = option(None, "render the first episode to this GIF file")
+    json: bool = option(False, "print one JSON object on the last line of stdout")
+
+
+@dataclass
+class ExportConfig:
+    """swingup-train export: the actor of a run or checkpoint as a checked ONNX model."""
+
+    source: str = option(help="a run directory or a checkpoint (.pt)", positional=True)
+    out: str | None = option(None, "output .onnx file (default: <run>/actor.onnx)")
+    json: bool = option(False, "print one JSON object on the last line of stdout")

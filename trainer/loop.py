@@ -1,0 +1,287 @@
+"""The training loop: collect n_steps x num_envs frames, update, log, checkpoint, repeat.
+
+Everything the loop carries between iterations is in `LoopState` and in the checkpoint, so a run
+resumed from any checkpoint ends with the same metrics as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+
+from swingup import contract
+from swingup.episodes import EVAL_SEED, run_episodes
+from trainer import checkpoint, envs
+from trainer.a2c import A2C, Rollout, UpdateStats
+from trainer.config import Hyperparams
+from trainer.policies import as_policy, torch_mean_std
+from trainer.run_log import EvalRow, MetricsRow, RunLog, read_evals, read_metrics
+
+KEEP_CHECKPOINTS = 3
+
+
+class Interrupted(Exception):
+    """Ctrl-C arrived; a checkpoint was written."""
+
+    def __init__(self, checkpoint_path: Path) -> None:
+        super().__init__(str(checkpoint_path))
+        self.checkpoint_path = checkpoint_path
+
+
+@dataclass
+class LoopState:
+    """What the loop carries from one iteration to the next (besides networks and envs)."""
+
+    frames: int = 0
+    episodes: int = 0
+    recent_returns: deque[float] = field(default_factory=lambda: deque(maxlen=10))
+    episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    pending: list[UpdateStats] = field(default_factory=list)
+    train_wall_s: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    frames: int
+    wall_s: float
+    frames_per_s: float
+    final_checkpoint: Path
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    # One thread: the networks are tiny, so threads only add hand-offs, and results stay exact.
+    torch.set_num_threads(1)
+
+
+class Trainer:
+    def __init__(
+        self,
+        hp: Hyperparams,
+        run_dir: Path,
+        resume_from: Path | None = None,
+        on_progress: Callable[[int, float], None] | None = None,
+        preset: str = "custom",
+        on_checkpoint: Callable[[Path], None] | None = None,
+    ) -> None:
+        self.hp = hp
+        self.preset = preset
+        self.on_checkpoint = on_checkpoint
+        self.run_dir = run_dir
+        self.on_progress = on_progress
+        _seed_everything(hp.seed)
+        self.agent = A2C(hp)
+        self.envs = envs.make_vector_env(hp.num_envs, hp.seed, hp.fixed_start)
+        first_obs, _ = self.envs.reset(seed=hp.seed)
+        self.obs = torch.as_tensor(first_obs, dtype=torch.float32)
+        self.state = LoopState(episode_returns=np.zeros(hp.num_envs))
+        metrics: list[MetricsRow] = []
+        evals: list[EvalRow] = []
+        if resume_from is not None:
+            saved = checkpoint.load(resume_from)
+            self._restore(saved)
+            metrics = [m for m in read_metrics(run_dir) if m.frame <= self.state.frames]
+            evals = [e for e in read_evals(run_dir) if e.frame <= self.state.frames]
+        self.log = RunLog(run_dir, metrics, evals)
+        self._stop_requested = False
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        hp = self.hp
+        per_update = hp.num_envs * hp.n_steps
+        with self._sigint_requests_stop():
+            while self.state.frames < hp.frames:
+                started = time.perf_counter()
+                self.agent.set_progress(self.state.frames / hp.frames)
+                rollout = self._collect()
+                self.agent.observe(rollout.obs)
+                self.state.pending.append(self.agent.update(rollout))
+                self.state.frames += per_update
+                self.state.train_wall_s += time.perf_counter() - started
+                self._after_update(per_update)
+                if self._stop_requested:
+                    path = self._save_checkpoint()
+                    self.log.flush()
+                    raise Interrupted(path)
+        if self.state.pending:  # the last partial interval still gets its row
+            self._log_row()
+        final = self._save_checkpoint()
+        self.log.flush()
+        self.log.close()
+        wall = self.state.train_wall_s
+        return TrainResult(
+            run_dir=self.run_dir,
+            frames=self.state.frames,
+            wall_s=wall,
+            frames_per_s=self.state.frames / wall if wall > 0 else 0.0,
+            final_checkpoint=final,
+        )
+
+    def _collect(self) -> Rollout:
+        hp = self.hp
+        shape = (hp.n_steps, hp.num_envs)
+        obs_buf = torch.empty((*shape, contract.OBS_DIM))
+        next_buf = torch.empty((*shape, contract.OBS_DIM))
+        act_buf = torch.empty((*shape, contract.ACTION_DIM))
+        rew_buf = torch.empty(shape)
+        term_buf = torch.empty(shape, dtype=torch.bool)
+        trunc_buf = torch.empty(shape, dtype=torch.bool)
+        for t in range(hp.n_steps):
+            actions = self.agent.act(self.obs)
+            clipped = actions.clamp(contract.ACTION_LOW, contract.ACTION_HIGH).numpy()
+            next_obs, rewards, terminated, truncated, infos = self.envs.step(clipped)
+            real_next = next_obs
+            ended = np.logical_or(terminated, truncated)
+            if ended.any():
+                real_next = next_obs.copy()
+                for i in np.flatnonzero(ended):
+                    real_next[i] = infos["final_obs"][i]
+            obs_buf[t] = self.obs
+            act_buf[t] = actions
+            rew_buf[t] = torch.as_tensor(rewards)
+            term_buf[t] = torch.as_tensor(terminated)
+            trunc_buf[t] = torch.as_tensor(truncated)
+            next_buf[t] = torch.as_tensor(real_next)
+            self._count_episodes(rewards, ended)
+            self.obs = torch.as_tensor(next_obs, dtype=torch.float32)
+        return Rollout(obs_buf, act_buf, rew_buf, term_buf, trunc_buf, next_buf)
+
+    def _count_episodes(self, rewards: np.ndarray, ended: np.ndarray) -> None:
+        self.state.episode_returns += rewards
+        for i in np.flatnonzero(ended):
+            self.state.recent_returns.append(float(self.state.episode_returns[i]))
+            self.state.episode_returns[i] = 0.0
+            self.state.episodes += 1
+
+    def _after_update(self, per_update: int) -> None:
+        hp, frames = self.hp, self.state.frames
+        if self._crossed(hp.log_interval, per_update):
+            self._log_row()
+        if hp.eval_interval > 0 and self._crossed(hp.eval_interval, per_update):
+            self.evaluate_now()
+        if self._crossed(hp.checkpoint_interval, per_update) and frames < hp.frames:
+            self._save_checkpoint()
+            self.log.flush(plot=False)
+        if self.on_progress is not None:
+            self.on_progress(per_update, self._score())
+
+    def _crossed(self, interval: int, per_update: int) -> bool:
+        """Whether the last update crossed a multiple of `interval` frames."""
+        return (
+            interval > 0
+            and self.state.frames // interval != (self.state.frames - per_update) // interval
+        )
+
+    def _score(self) -> float:
+        recent = self.state.recent_returns
+        return float(np.mean(recent)) if recent else math.nan
+
+    def _log_row(self) -> None:
+        pending = self.state.pending
+        lr_scale = self.agent.actor_optimizer.param_groups[0]["lr"] / self.hp.actor_lr
+        self.log.add_metrics(
+            MetricsRow(
+                frame=self.state.frames,
+                episodes=self.state.episodes,
+                score=self._score(),
+                actor_loss=float(np.mean([s.actor_loss for s in pending])),
+                critic_loss=float(np.mean([s.critic_loss for s in pending])),
+                entropy=float(np.mean([s.entropy for s in pending])),
+                std=float(np.mean([s.std for s in pending])),
+                lr_scale=float(lr_scale),
+            )
+        )
+        self.state.pending = []
+
+    def evaluate_now(self) -> EvalRow:
+        """Evaluate the mean-action policy on random starts; its time is not training time."""
+        policy = as_policy(torch_mean_std(self.agent.actor), sample=False, seed=0)
+        report = run_episodes(policy, self.hp.eval_episodes, seed=EVAL_SEED)
+        row = EvalRow(
+            frame=self.state.frames,
+            train_wall_s=self.state.train_wall_s,
+            eval_mean=report.mean,
+            eval_std=report.std,
+            episodes=len(report.returns),
+        )
+        self.log.add_eval(row)
+        return row
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _save_checkpoint(self) -> Path:
+        path = checkpoint.checkpoint_path(self.run_dir, self.state.frames)
+        checkpoint.save(path, self._snapshot())
+        checkpoint.prune(self.run_dir, KEEP_CHECKPOINTS)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(path)
+        return path
+
+    def _snapshot(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "preset": self.preset,
+            "hyperparams": self.hp.to_dict(),
+            "frames": s.frames,
+            "episodes": s.episodes,
+            "recent_returns": list(s.recent_returns),
+            "episode_returns": s.episode_returns.tolist(),
+            "pending": [vars(p) for p in s.pending],
+            "train_wall_s": s.train_wall_s,
+            "actor": self.agent.actor.state_dict(),
+            "critic": self.agent.critic.state_dict(),
+            "actor_optimizer": self.agent.actor_optimizer.state_dict(),
+            "critic_optimizer": self.agent.critic_optimizer.state_dict(),
+            "obs_rms": self.agent.obs_rms.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "obs": self.obs.clone(),
+            "envs": envs.get_state(self.envs),
+        }
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        self.agent.actor.load_state_dict(saved["actor"])
+        self.agent.critic.load_state_dict(saved["critic"])
+        self.agent.actor_optimizer.load_state_dict(saved["actor_optimizer"])
+        self.agent.critic_optimizer.load_state_dict(saved["critic_optimizer"])
+        self.agent.obs_rms.load_state_dict(saved["obs_rms"])
+        torch.set_rng_state(saved["torch_rng"])
+        self.obs = saved["obs"].clone()
+        envs.set_state(self.envs, saved["envs"])
+        s = self.state
+        s.frames = int(saved["frames"])
+        s.episodes = int(saved["episodes"])
+        s.recent_returns.extend(float(r) for r in saved["recent_returns"])
+        s.episode_returns = np.array(saved["episode_returns"], dtype=np.float64)
+        s.pending = [UpdateStats(**p) for p in saved["pending"]]
+        s.train_wall_s = float(saved["train_wall_s"])
+
+    @contextmanager
+    def _sigint_requests_stop(self) -> Iterator[None]:
+        """Ctrl-C finishes the current update, writes a checkpoint and stops."""
+
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            self._stop_requested = True
+
+        try:
+            previous = signal.signal(signal.SIGINT, request_stop)
+        except ValueError:  # not the main thread: leave signals alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
