@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from swingup.cli import EXIT_INTERRUPTED, Handler, UsageError, run
 from swingup.episodes import run_episodes
 from trainer import checkpoint
 from trainer.config import EvaluateConfig, ExportConfig, Hyperparams, TrainConfig
-from trainer.onnx_graph import ExportError
+from trainer.onnx_graph import ExportError, ExportResult
 
 CONFIG_FILE = "config.json"
 EVAL_FILE = "eval.json"
@@ -246,8 +247,15 @@ def export(cfg: ExportConfig) -> int:
     out = Path(cfg.out) if cfg.out else None
     if out is not None and out.is_dir():
         raise UsageError(f"--out {out} is a directory; name the .onnx file")
+    if cfg.triton_repo is not None and out is not None:
+        raise UsageError("--out and --triton-repo cannot be combined")
+    if cfg.triton_repo is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.model_name):
+        raise UsageError(f"--model-name {cfg.model_name!r}: use letters, digits, '-', '_' and '.'")
     try:
-        result = export_model(Path(cfg.source), out)
+        if cfg.triton_repo is None:
+            result = export_model(Path(cfg.source), out)
+        else:
+            result = _export_to_triton(Path(cfg.source), Path(cfg.triton_repo), cfg.model_name)
     except checkpoint.CheckpointError as exc:
         raise UsageError(str(exc)) from None
     except ExportError as exc:
@@ -266,6 +274,19 @@ def export(cfg: ExportConfig) -> int:
             }
         )
     return 0
+
+
+def _export_to_triton(source: Path, repo: Path, name: str) -> ExportResult:
+    """Export and check beside the repository, then add the file as the model's next version."""
+    import tempfile
+
+    from trainer.export import export as export_model
+    from trainer.triton_repo import add_version
+
+    with tempfile.TemporaryDirectory(prefix="swingup-export-") as tmp:
+        checked = export_model(source, Path(tmp) / "model.onnx")
+        path = add_version(repo, checked.path.read_bytes(), name)
+    return dataclasses.replace(checked, path=path)
 
 
 COMMANDS: dict[str, tuple[type, Handler, str]] = {

@@ -231,4 +231,8 @@ class ExportConfig:
 
     source: str = option(help="a run directory or a checkpoint (.pt)", positional=True)
     out: str | None = option(None, "output .onnx file (default: <run>/actor.onnx)")
+    triton_repo: str | None = option(
+        None, "add the model as the next version in this Triton repository"
+    )
+    model_name: str = option("pendulum-a2c", "the model's name in the Triton repository")
     json: bool = option(False, "print one JSON object on the last line of stdout")

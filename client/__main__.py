@@ -1,0 +1,5 @@
+"""`python -m client`: the same as `swingup-client`."""
+
+from client.cli import main
+
+raise SystemExit(main())

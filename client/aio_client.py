@@ -1,0 +1,130 @@
+"""The asyncio client: the same calls as `PolicyClient`, awaited, on a `grpc.aio` channel."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from client import wire
+from client.errors import PolicyError
+from client.wire import Mode
+from swingup import contract
+from swingup.v1 import policy_pb2 as pb
+from swingup.v1 import policy_pb2_grpc
+
+
+class AsyncPolicyClient:
+    """`async with AsyncPolicyClient(target) as client: await client.act(obs)`."""
+
+    def __init__(self, target: str, timeout: float | None = 5.0) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = grpc.aio.insecure_channel(target, options=wire.channel_options())
+        self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def act(
+        self, obs: np.ndarray, mode: Mode = "mean", seed: int | None = None
+    ) -> np.ndarray:
+        request = wire.act_request(obs, mode, seed)
+        try:
+            reply = await self._stub.Act(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise PolicyError.from_rpc(exc) from None
+        return wire.actions_of(reply.actions, len(request.obs) // contract.OBS_DIM)
+
+    def stream(
+        self, mode: Mode = "mean", seed: int | None = None, timeout: float | None = None
+    ) -> AsyncPolicyStream:
+        """Open a control session (StreamAct). `timeout` bounds the whole session (default none)."""
+        return AsyncPolicyStream(self._stub, mode, seed, timeout)
+
+    async def info(self) -> pb.ModelInfo:
+        try:
+            return await self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise PolicyError.from_rpc(exc) from None
+
+    async def health(self, service: str = "") -> str:
+        request = health_pb2.HealthCheckRequest(service=service)
+        try:
+            reply = await self._health.Check(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise PolicyError.from_rpc(exc) from None
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+    async def __aenter__(self) -> AsyncPolicyClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class AsyncPolicyStream:
+    """One StreamAct session: `await act(obs)` writes a batch and reads its actions."""
+
+    def __init__(
+        self,
+        stub: policy_pb2_grpc.PolicyServiceAsyncStub,
+        mode: Mode,
+        seed: int | None,
+        timeout: float | None,
+    ) -> None:
+        wire.mode_value(mode)
+        self.mode = mode
+        self.seed = seed
+        self.steps = 0
+        self._call = stub.StreamAct(None, timeout=timeout)
+        self._open = True
+
+    async def act(self, obs: np.ndarray) -> np.ndarray:
+        if not self._open:
+            raise PolicyError(grpc.StatusCode.FAILED_PRECONDITION, "the stream is closed")
+        if self.steps == 0:
+            request = wire.first_stream_request(obs, self.mode, self.seed)
+        else:
+            request = wire.next_stream_request(obs)
+        try:
+            await self._call.write(request)
+            reply = await self._call.read()
+        except grpc.RpcError as exc:
+            self._open = False
+            raise PolicyError.from_rpc(exc) from None
+        if not isinstance(reply, pb.StreamActResponse):  # EOF: the server ended the stream
+            self._open = False
+            raise PolicyError(grpc.StatusCode.UNKNOWN, "the server ended the stream")
+        self.steps += 1
+        return wire.actions_of(reply.actions, len(request.obs) // contract.OBS_DIM)
+
+    async def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        try:
+            await self._call.done_writing()
+            while isinstance(await self._call.read(), pb.StreamActResponse):
+                pass
+        except grpc.RpcError as exc:
+            raise PolicyError.from_rpc(exc) from None
+
+    async def __aenter__(self) -> AsyncPolicyStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,66 @@
+"""What the two clients share: channel options with the retry policy, and message conversions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import numpy as np
+
+from swingup import contract
+from swingup.v1 import policy_pb2 as pb
+
+Mode = Literal["mean", "sample"]
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PolicyService"].full_name
+
+_MODES: dict[str, pb.Mode.ValueType] = {"mean": pb.MODE_MEAN, "sample": pb.MODE_SAMPLE}
+
+# gRPC retries UNAVAILABLE itself, with exponential backoff, when the service config says so;
+# a server that is restarting or not yet up is then invisible to a caller within its deadline.
+RETRY_POLICY: dict[str, Any] = {
+    "maxAttempts": 5,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+SERVICE_CONFIG = {
+    "methodConfig": [{"name": [{"service": SERVICE_NAME}], "retryPolicy": RETRY_POLICY}]
+}
+
+
+def channel_options() -> list[tuple[str, Any]]:
+    return [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
+
+
+def mode_value(mode: Mode) -> pb.Mode.ValueType:
+    try:
+        return _MODES[mode]
+    except KeyError:
+        raise ValueError(f"mode must be 'mean' or 'sample', not {mode!r}") from None
+
+
+def packed_obs(obs: np.ndarray) -> list[float]:
+    """Observations [batch, obs_dim] as the flat list a repeated float field takes."""
+    array = np.asarray(obs, dtype=np.float32)
+    if array.ndim != 2 or array.shape[1] != contract.OBS_DIM:
+        raise ValueError(f"obs must be [batch, {contract.OBS_DIM}], got shape {array.shape}")
+    values: list[float] = array.ravel().tolist()
+    return values
+
+
+def actions_of(values: Any, batch: int) -> np.ndarray:
+    """A reply's packed actions as float32 [batch, action_dim]."""
+    return np.array(values, dtype=np.float32).reshape(batch, contract.ACTION_DIM)
+
+
+def act_request(obs: np.ndarray, mode: Mode, seed: int | None) -> pb.ActRequest:
+    return pb.ActRequest(obs=packed_obs(obs), mode=mode_value(mode), seed=seed)
+
+
+def first_stream_request(obs: np.ndarray, mode: Mode, seed: int | None) -> pb.StreamActRequest:
+    return pb.StreamActRequest(obs=packed_obs(obs), mode=mode_value(mode), seed=seed)
+
+
+def next_stream_request(obs: np.ndarray) -> pb.StreamActRequest:
+    return pb.StreamActRequest(obs=packed_obs(obs))

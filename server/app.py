@@ -1,0 +1,253 @@
+"""The running server: gRPC around the data plane, health and reflection, signals, workers.
+
+One process serves with one event loop; `--workers N` starts N such processes on one port
+(SO_REUSEPORT), the kernel spreading connections between them. On SIGTERM or SIGINT health turns
+NOT_SERVING, new calls are refused, and calls and streams in flight get `grace_s` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection, wait
+from types import FrameType
+from typing import cast
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+import swingup
+from server.batching import Batcher
+from server.config import ServeConfig, address
+from server.dataplane import DataPlane
+from server.errors import ModelError
+from server.runtime import Runtime
+from server.servicer import SERVICE_NAME, PolicyServicer
+from swingup import atomic
+from swingup.cli import UsageError
+
+log = logging.getLogger("swingup.serve")
+
+
+def setup_logging() -> None:
+    """One line per event on stderr; the pid tells workers apart."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s swingup-serve[%(process)d] %(levelname)s %(message)s",
+    )
+
+
+def run(config: ServeConfig) -> int:
+    """Serve until SIGTERM or SIGINT; 0 once everything in flight has drained."""
+    log.info(
+        "starting swingup-serve %s: model %s, device %s, %d worker(s)",
+        swingup.__version__,
+        config.model_path(),
+        config.device,
+        config.workers,
+    )
+    if not _is_loopback(config.host):
+        log.warning(
+            "binding %s without TLS: anyone who can reach this port can query the policy",
+            config.host,
+        )
+    if config.workers == 1:
+        runtime = load_runtime(config)
+        asyncio.run(
+            serve(config, runtime, reuse_port=False, on_ready=lambda p: announce(config, p))
+        )
+        return 0
+    return _run_workers(config)
+
+
+def load_runtime(config: ServeConfig) -> Runtime:
+    path = config.model_path()
+    runtime = Runtime.load(path, config.device)
+    log.info(
+        "model loaded: %s, version %s, %d metadata keys",
+        path,
+        runtime.version,
+        len(runtime.metadata),
+    )
+    note = f" ({runtime.note})" if runtime.note else ""
+    log.info("execution provider %s%s", runtime.provider, note)
+    return runtime
+
+
+def announce(config: ServeConfig, port: int) -> None:
+    """The parseable line tests and scripts wait for, and the optional port file."""
+    if config.port_file is not None:
+        atomic.write_text(config.port_file, f"{port}\n")
+    log.info(
+        "listening on %s (max batch %d, window %d us, %d worker(s))",
+        address(config.host, port),
+        config.max_batch,
+        config.batch_window_us,
+        config.workers,
+    )
+
+
+async def serve(
+    config: ServeConfig,
+    runtime: Runtime,
+    *,
+    reuse_port: bool,
+    on_ready: Callable[[int], None],
+    signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
+) -> None:
+    """Serve `runtime` on config's address until one of `signals`, then drain and return."""
+    plane = DataPlane(
+        runtime, Batcher(runtime.predict, config.max_batch, config.batch_window_us / 1e6)
+    )
+    # Without SO_REUSEPORT (gRPC sets it by default on Linux) a second server on a busy port
+    # fails to bind instead of silently sharing it.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", int(reuse_port))])
+    PolicyServicer(plane, config.workers).add_to_server(server)
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # not in the stubs
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for service in (health.OVERALL_HEALTH, SERVICE_NAME):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    where = address(config.host, config.port)
+    try:
+        port = server.add_insecure_port(where)
+    except RuntimeError:
+        raise UsageError(f"cannot listen on {where}: address in use or not available") from None
+    await server.start()
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    on_ready(port)
+    await stop.wait()
+    log.info(
+        "%s: not serving, draining calls and streams for up to %g s", received[0], config.grace_s
+    )
+    # The stop task starts first, so that by the time a watcher hears NOT_SERVING the server
+    # already refuses new calls; calls in flight, the watch included, run on until done or grace.
+    stopped = asyncio.create_task(server.stop(config.grace_s))
+    await health_servicer.enter_graceful_shutdown()
+    await stopped
+    log.info(
+        "stopped after %d model calls for %d observations",
+        plane.batcher.calls,
+        plane.batcher.rows,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- workers: N processes, one port ---------------------------------------------------------
+
+
+def _worker(config: ServeConfig, ready: Connection) -> None:
+    """A worker process: load, serve with SO_REUSEPORT, report readiness to the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards shutdown as SIGTERM
+    setup_logging()
+    try:
+        runtime = load_runtime(config)
+        asyncio.run(
+            serve(
+                config,
+                runtime,
+                reuse_port=True,
+                on_ready=lambda port: ready.send(("ready", port)),
+                signals=(signal.SIGTERM,),
+            )
+        )
+    except (ModelError, UsageError) as exc:
+        ready.send(("error", str(exc)))
+        raise SystemExit(2) from None
+
+
+@contextlib.contextmanager
+def _reserved_port(host: str, port: int) -> Iterator[int]:
+    """Hold host:port (choosing one for port 0) with SO_REUSEPORT while the workers bind it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {address(host, port)}: {exc.strerror}") from None
+        yield int(sock.getsockname()[1])
+
+
+def _run_workers(config: ServeConfig) -> int:
+    context = multiprocessing.get_context("spawn")
+    workers: list[multiprocessing.process.BaseProcess] = []
+    stopping = False
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None:
+                os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    with _reserved_port(config.host, config.port) as port:
+        worker_config = dataclasses.replace(config, port=port, port_file=None)
+        pipes: list[Connection] = []
+        for i in range(config.workers):
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_worker, args=(worker_config, send), name=f"swingup-serve-{i}"
+            )
+            process.start()
+            send.close()
+            workers.append(process)
+            pipes.append(receive)
+        for worker, receive in zip(workers, pipes, strict=True):
+            wait([receive, worker.sentinel])
+            message = receive.recv() if receive.poll() else ("error", "a worker died starting up")
+            if message[0] != "ready" and not stopping:
+                forward(signal.SIGTERM, None)
+                for other in workers:
+                    other.join()
+                raise UsageError(str(message[1]))
+    if not stopping:  # a signal during start-up: the workers are stopping already
+        announce(config, port)
+    pending = {worker.sentinel: worker for worker in workers}
+    failed = False
+    while pending:
+        for sentinel in wait(list(pending)):
+            worker = pending.pop(cast(int, sentinel))
+            worker.join()
+            if worker.exitcode != 0 and not stopping:
+                log.error(
+                    "worker %s exited with %s; stopping the others", worker.pid, worker.exitcode
+                )
+                failed = True
+                forward(signal.SIGTERM, None)
+            failed = failed or worker.exitcode != 0
+    log.info("all %d workers stopped", len(workers))
+    return 1 if failed else 0

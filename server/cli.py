@@ -1,0 +1,23 @@
+"""`swingup-serve`: serve an exported Swingup policy over gRPC (flags or SWINGUP_* variables)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from server import app
+from server.config import ENV_PREFIX, ServeConfig
+from server.errors import ModelError
+from swingup.cli import UsageError, run
+
+
+def serve(config: ServeConfig) -> int:
+    config.check()
+    app.setup_logging()
+    try:
+        return app.run(config)
+    except ModelError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run("swingup-serve", __doc__ or "", {"": (ServeConfig, serve, "")}, argv, ENV_PREFIX)

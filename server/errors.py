@@ -1,0 +1,88 @@
+"""Domain errors and the one mapping from them to gRPC status codes, applied to every RPC.
+
+The layers below the servicer raise these and know nothing of gRPC; `unary` and `streaming`
+wrap each handler so that an error becomes the status it names (MLServer's pattern). Anything
+else is a bug of ours: it is logged with its traceback and the client gets INTERNAL.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+log = logging.getLogger("swingup.serve")
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+S = TypeVar("S")
+
+
+class ServingError(Exception):
+    """A request the server refuses; its message goes to the client verbatim."""
+
+
+class InvalidRequest(ServingError):
+    """The request itself is malformed: the client must change it."""
+
+
+class ModelError(Exception):
+    """The model cannot be served (missing file, broken contract, unusable provider)."""
+
+
+_STATUS: dict[type[ServingError], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+
+def status_of(exc: ServingError) -> grpc.StatusCode:
+    codes = (code for cls, code in _STATUS.items() if isinstance(exc, cls))
+    return next(codes, grpc.StatusCode.FAILED_PRECONDITION)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
+    if isinstance(exc, ServingError):
+        await context.abort(status_of(exc), str(exc))
+    log.exception("internal error serving a request")
+    await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def unary(
+    handler: Callable[[S, Req, Context], Awaitable[Resp]],
+) -> Callable[[S, Req, Context], Awaitable[Resp]]:
+    """Map exceptions of a unary handler to statuses."""
+
+    @functools.wraps(handler)
+    async def wrapped(self: S, request: Req, context: Context) -> Resp:
+        try:
+            return await handler(self, request, context)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            await _abort(context, exc)
+
+    return wrapped
+
+
+def streaming(
+    handler: Callable[[S, Req, Context], AsyncIterator[Resp]],
+) -> Callable[[S, Req, Context], AsyncIterator[Resp]]:
+    """Map exceptions of a response-streaming handler to statuses."""
+
+    @functools.wraps(handler)
+    async def wrapped(self: S, requests: Req, context: Context) -> AsyncIterator[Resp]:
+        try:
+            async for reply in handler(self, requests, context):
+                yield reply
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            await _abort(context, exc)
+
+    return wrapped

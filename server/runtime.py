@@ -1,0 +1,173 @@
+"""The onnxruntime side: load an exported actor, check it honours the contract, run it.
+
+Provider choice is a pure function of what onnxruntime offers and what the session ended up
+using, because onnxruntime silently falls back to CPU when the CUDA provider cannot load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from server.config import Device
+from server.errors import ModelError
+from swingup import contract
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def choose_providers(device: Device, available: Sequence[str]) -> tuple[list[str], str]:
+    """The providers to request for `device` given onnxruntime's, and a note for the log."""
+    if device == "cpu":
+        return [CPU], ""
+    if CUDA in available:
+        return [CUDA, CPU], ""
+    if device == "cuda":
+        raise ModelError(
+            f"--device cuda: this onnxruntime has no {CUDA} (it offers {', '.join(available)}); "
+            "install onnxruntime-gpu on a CUDA machine, or use --device auto or cpu"
+        )
+    return [CPU], "device auto: onnxruntime has no CUDA provider, serving on CPU"
+
+
+def confirm_providers(device: Device, requested: Sequence[str], active: Sequence[str]) -> str:
+    """Check the session's actual providers against the request; return a note for the log.
+
+    onnxruntime does not fail when the CUDA provider cannot load: it quietly runs on CPU.
+    """
+    if requested[0] != CUDA or (active and active[0] == CUDA):
+        return ""
+    reason = (
+        f"the {CUDA} is installed but failed to load (no GPU, or CUDA/cuDNN libraries missing); "
+        f"onnxruntime fell back to {active[0] if active else 'nothing'}"
+    )
+    if device == "cuda":
+        raise ModelError(f"--device cuda: {reason}")
+    return f"device auto: {reason}"
+
+
+def session_options() -> ort.SessionOptions:
+    """One thread, no spinning: a call is microseconds and the event loop must keep its core."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: our own log says which provider runs
+    return options
+
+
+def parse_numbers(text: str) -> tuple[float, ...]:
+    """A metadata value holding numbers: JSON ("[3]", "2.0") or separated ("3", "-1, -1, -8")."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = [float(t) for t in re.split(r"[\s,]+", text.strip(" ()[]")) if t]
+    if isinstance(value, int | float):
+        return (float(value),)
+    if isinstance(value, list) and all(isinstance(v, int | float) for v in value):
+        return tuple(float(v) for v in value)
+    raise ValueError(text)
+
+
+def check_metadata(metadata: dict[str, str]) -> None:
+    """The exported model's metadata must describe the contract this server speaks."""
+    missing = [key for key in contract.REQUIRED_META if key not in metadata]
+    if missing:
+        raise ModelError(f"model metadata lacks {', '.join(missing)}: not a Swingup export")
+    if metadata[contract.META_FORMAT_VERSION] != contract.FORMAT_VERSION:
+        raise ModelError(
+            f"model format version {metadata[contract.META_FORMAT_VERSION]!r}, this server "
+            f"speaks {contract.FORMAT_VERSION!r}"
+        )
+    expected = {
+        contract.META_OBS_SHAPE: (float(contract.OBS_DIM),),
+        contract.META_ACTION_SHAPE: (float(contract.ACTION_DIM),),
+        contract.META_ACTION_LOW: (contract.ACTION_LOW,),
+        contract.META_ACTION_HIGH: (contract.ACTION_HIGH,),
+    }
+    for key, want in expected.items():
+        try:
+            got = parse_numbers(metadata[key])
+        except ValueError:
+            raise ModelError(f"model metadata {key}={metadata[key]!r} is not a number") from None
+        if got != want:
+            raise ModelError(f"model metadata {key}={metadata[key]!r}, the contract has {want}")
+
+
+def _check_graph(session: ort.InferenceSession) -> None:
+    inputs = session.get_inputs()
+    outputs = [o.name for o in session.get_outputs()]
+    if [i.name for i in inputs] != [contract.INPUT_NAME] or outputs != [
+        contract.MEAN_NAME,
+        contract.STD_NAME,
+    ]:
+        raise ModelError(
+            f"model graph takes {[i.name for i in inputs]} and returns {outputs}; the contract "
+            f"is {contract.INPUT_NAME} -> {contract.MEAN_NAME}, {contract.STD_NAME}"
+        )
+    if inputs[0].type != "tensor(float)" or inputs[0].shape[1:] != [contract.OBS_DIM]:
+        raise ModelError(f"model input is {inputs[0].type} {inputs[0].shape}, not float [batch, 3]")
+
+
+@dataclass
+class Runtime:
+    """A loaded, checked model: `predict(obs) -> (mean, std)` on the chosen provider."""
+
+    session: ort.InferenceSession
+    path: Path
+    version: str
+    metadata: dict[str, str]
+    providers: list[str]
+    note: str
+
+    @property
+    def provider(self) -> str:
+        return self.providers[0]
+
+    @classmethod
+    def load(cls, path: Path, device: Device) -> Runtime:
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        data = path.read_bytes()
+        requested, note = choose_providers(device, ort.get_available_providers())
+        try:
+            session = ort.InferenceSession(data, session_options(), providers=requested)
+        except Exception as exc:  # onnxruntime raises its own unexported exception types
+            reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+            raise ModelError(f"cannot load {path} as an ONNX model: {reason}") from None
+        active = session.get_providers()
+        note = confirm_providers(device, requested, active) or note
+        _check_graph(session)
+        metadata = dict(session.get_modelmeta().custom_metadata_map)
+        check_metadata(metadata)
+        runtime = cls(
+            session=session,
+            path=path,
+            version=hashlib.sha256(data).hexdigest()[:12],
+            metadata=metadata,
+            providers=list(active),
+            note=note,
+        )
+        runtime.warm_up()
+        return runtime
+
+    def predict(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the actor on float32 [batch, obs_dim]; outputs are [batch, action_dim] each."""
+        mean, std = self.session.run(None, {contract.INPUT_NAME: obs})
+        return mean, std
+
+    def warm_up(self) -> None:
+        """One call at load, so the first client does not pay for allocations, and a last check."""
+        mean, std = self.predict(np.zeros((1, contract.OBS_DIM), dtype=np.float32))
+        if mean.shape != (1, contract.ACTION_DIM) or std.shape != mean.shape:
+            raise ModelError(f"model returned shapes {mean.shape} and {std.shape} for one obs")

@@ -1,0 +1,155 @@
+"""`swingup-client` and `make demo`: driving pendulums through a real server, and its errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from support import Reference
+
+from client.cli import main
+from swingup.episodes import run_episodes
+
+SUMMARY_KEYS = {
+    "episodes",
+    "mean",
+    "std",
+    "returns",
+    "steps_per_s",
+    "latency_p50_ms",
+    "latency_p99_ms",
+}
+
+
+def drive(capsys: pytest.CaptureFixture[str], target: str, *args: str) -> dict[str, Any]:
+    assert main(["drive", "--target", target, "--json", *args]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary: dict[str, Any] = json.loads(lines[-1])
+    assert set(summary) == SUMMARY_KEYS
+    assert sum(line.startswith("episode ") for line in lines) == summary["episodes"]
+    return summary
+
+
+def test_drive_reports_the_returns_the_model_earns(
+    capsys: pytest.CaptureFixture[str], target: str, reference: Reference
+) -> None:
+    summary = drive(capsys, target, "--pendulums", "3", "--episodes", "2", "--seed", "40")
+    assert summary["episodes"] == 6 and len(summary["returns"]) == 6
+    assert summary["mean"] == pytest.approx(np.mean(summary["returns"]))
+    assert summary["std"] == pytest.approx(np.std(summary["returns"]))
+    assert summary["steps_per_s"] > 0
+    assert 0 < summary["latency_p50_ms"] <= summary["latency_p99_ms"]
+    # The same episodes with the model run locally earn the same returns.
+    local = run_episodes(lambda obs: reference(obs)[0], 6, pendulums=3, seed=40)
+    np.testing.assert_allclose(summary["returns"], local.returns, rtol=1e-4)
+
+
+def test_a_stream_drives_like_act_calls(capsys: pytest.CaptureFixture[str], target: str) -> None:
+    by_act = drive(capsys, target, "--pendulums", "2", "--seed", "7")
+    by_stream = drive(capsys, target, "--pendulums", "2", "--seed", "7", "--stream")
+    assert by_stream["returns"] == by_act["returns"]
+
+
+@pytest.mark.parametrize("stream", [[], ["--stream"]])
+def test_seeded_sampling_drives_reproducibly(
+    capsys: pytest.CaptureFixture[str], target: str, stream: list[str]
+) -> None:
+    args = ["--pendulums", "2", "--mode", "sample", "--seed", "5", *stream]
+    first = drive(capsys, target, *args)
+    assert drive(capsys, target, *args)["returns"] == first["returns"]
+    assert drive(capsys, target, "--pendulums", "2", "--seed", "5")["returns"] != first["returns"]
+
+
+def test_drive_writes_a_gif(
+    capsys: pytest.CaptureFixture[str], target: str, tmp_path: Path
+) -> None:
+    gif = tmp_path / "one.gif"
+    drive(capsys, target, "--gif", str(gif))
+    with Image.open(gif) as image:
+        assert image.format == "GIF" and image.n_frames > 100
+
+
+def test_an_unwritable_gif_is_one_line(capsys: pytest.CaptureFixture[str], target: str) -> None:
+    assert main(["drive", "--target", target, "--gif", "/proc/swingup.gif"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("swingup-client: error:") and err.count("\n") == 1
+
+
+def test_info_prints_the_model_description(capsys: pytest.CaptureFixture[str], target: str) -> None:
+    assert main(["info", "--target", target]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["execution_provider"] == "CPUExecutionProvider"
+    assert info["obs_shape"] == [3] and info["batching"]["max_batch"] == 4096
+
+
+def test_health_prints_the_status(capsys: pytest.CaptureFixture[str], target: str) -> None:
+    assert main(["health", "--target", target]) == 0
+    assert main(["health", "--target", target, "--service", "swingup.v1.PolicyService"]) == 0
+    assert capsys.readouterr().out.split() == ["SERVING", "SERVING"]
+
+
+def test_an_absent_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as bound:  # bound but not listening: connections are refused
+        bound.bind(("127.0.0.1", 0))
+        target = f"127.0.0.1:{bound.getsockname()[1]}"
+        for command in (["health"], ["info"], ["drive", "--stream"], ["drive"]):
+            assert main([*command, "--target", target, "--timeout", "2"]) == 1
+            err = capsys.readouterr().err
+            assert err.startswith("swingup-client: error: UNAVAILABLE") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["drive", "--pendulums", "0"], "--pendulums and --episodes must be >= 1"),
+        (["drive", "--mode", "greedy"], "invalid choice: 'greedy'"),
+        (["drive", "--seed", "-1"], "--seed -1"),
+        (["info", "--timeout", "0"], "--timeout 0"),
+        (["fly"], "invalid choice: 'fly'"),
+    ],
+)
+def test_bad_arguments_are_one_line(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        code = main(args)
+        raise SystemExit(code)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_the_console_script_is_installed(target: str) -> None:
+    script = Path(sys.executable).parent / "swingup-client"
+    result = subprocess.run(
+        [str(script), "health"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"SWINGUP_CLIENT_TARGET": target, "PATH": ""},
+    )
+    assert (result.returncode, result.stdout) == (0, "SERVING\n"), result.stderr
+
+
+def test_the_demo_serves_drives_and_stops(model_path: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "client.demo", "--model", str(model_path), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.count("return") == 12 + 1  # 4 pendulums x 3 episodes, and the mean
+    assert "latency p50" in out and "p99" in out
+    with Image.open(tmp_path / "pendulum.gif") as image:
+        assert image.n_frames > 100
+    assert "stopped after 600 model calls for 2400 observations" in result.stderr

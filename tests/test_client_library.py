@@ -1,0 +1,163 @@
+"""`from client import PolicyClient, AsyncPolicyClient`: calls, sessions, errors, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+
+import grpc
+import numpy as np
+import pytest
+from support import Reference, observations
+
+from client import AsyncPolicyClient, PolicyClient, PolicyError
+from swingup.v1 import policy_pb2 as pb
+from swingup.v1 import policy_pb2_grpc
+
+
+def test_act_returns_one_action_per_observation(client: PolicyClient, reference: Reference) -> None:
+    obs = observations(10)
+    actions = client.act(obs)
+    assert actions.shape == (10, 1) and actions.dtype == np.float32
+    np.testing.assert_allclose(actions, reference(obs)[0], rtol=0, atol=1e-6)
+    sampled = client.act(obs, mode="sample", seed=3)
+    np.testing.assert_array_equal(sampled, client.act(obs, mode="sample", seed=3))
+
+
+def test_a_stream_session_steps_and_closes(client: PolicyClient, reference: Reference) -> None:
+    stream = client.stream()
+    for k in range(5):
+        obs = observations(1 + k, seed=k)
+        np.testing.assert_allclose(stream.act(obs), reference(obs)[0], rtol=0, atol=1e-6)
+    assert stream.steps == 5
+    stream.close()
+    stream.close()  # closing twice is harmless
+    with pytest.raises(PolicyError, match="the stream is closed"):
+        stream.act(observations(1))
+
+
+def test_a_server_error_carries_status_and_message(client: PolicyClient) -> None:
+    bad = np.array([[0.0, 1.0, np.inf]], dtype=np.float32)
+    with pytest.raises(PolicyError) as raised:
+        client.act(bad)
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "non-finite value inf" in raised.value.details
+    assert str(raised.value).startswith("INVALID_ARGUMENT: non-finite")
+    with client.stream(mode="sample", seed=1) as stream:
+        stream.act(observations(2))
+        with pytest.raises(PolicyError) as raised:
+            stream.act(bad)
+        assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_wrong_shapes_and_modes_are_refused_before_sending(client: PolicyClient) -> None:
+    with pytest.raises(ValueError, match=r"obs must be \[batch, 3\], got shape \(3,\)"):
+        client.act(np.zeros(3, dtype=np.float32))
+    with pytest.raises(ValueError, match="mode must be 'mean' or 'sample'"):
+        client.act(observations(1), mode="greedy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="mode must be"):
+        client.stream(mode="greedy")  # type: ignore[arg-type]
+
+
+def test_info_and_health(client: PolicyClient) -> None:
+    assert client.info().execution_provider == "CPUExecutionProvider"
+    assert client.health() == "SERVING"
+    assert client.health("swingup.v1.PolicyService") == "SERVING"
+    with pytest.raises(PolicyError) as raised:
+        client.health("nothing.Here")
+    assert raised.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_no_server_is_unavailable() -> None:
+    with socket.socket() as bound:  # bound but not listening: connections are refused
+        bound.bind(("127.0.0.1", 0))
+        target = f"127.0.0.1:{bound.getsockname()[1]}"
+        with PolicyClient(target, timeout=5) as nobody:
+            with pytest.raises(PolicyError) as raised:
+                nobody.act(observations(1))
+            assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+            with pytest.raises(PolicyError, match=f"no server at {target}"):
+                nobody.wait_ready(timeout=0.2)
+
+
+def test_the_async_client_does_the_same(target: str, reference: Reference) -> None:
+    async def main() -> None:
+        async with AsyncPolicyClient(target, timeout=10) as client:
+            obs = observations(6)
+            np.testing.assert_allclose(await client.act(obs), reference(obs)[0], atol=1e-6)
+            first = await client.act(obs, mode="sample", seed=9)
+            np.testing.assert_array_equal(first, await client.act(obs, mode="sample", seed=9))
+            async with client.stream(mode="sample", seed=9) as stream:
+                # A session's first step draws the same noise as an Act call with its seed.
+                np.testing.assert_array_equal(await stream.act(obs), first)
+                assert (await stream.act(obs)).shape == (6, 1)
+            assert (await client.info()).batching.max_batch == 4096
+            assert await client.health() == "SERVING"
+            with pytest.raises(PolicyError) as raised:
+                await client.act(np.full((2, 3), np.nan, dtype=np.float32))
+            assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert "non-finite value nan" in raised.value.details
+
+    asyncio.run(main())
+
+
+class Flaky(policy_pb2_grpc.PolicyServiceServicer):
+    """A stand-in server that is UNAVAILABLE for its first `failures` calls."""
+
+    def __init__(self, failures: int, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
+        self.failures = failures
+        self.code = code
+        self.attempts = 0
+        self.lock = threading.Lock()
+
+    def Act(self, request: pb.ActRequest, context: grpc.ServicerContext) -> pb.ActResponse:
+        with self.lock:
+            self.attempts += 1
+            attempt = self.attempts
+        if attempt <= self.failures:
+            context.abort(self.code, f"attempt {attempt} refused")
+        return pb.ActResponse(actions=[0.5] * (len(request.obs) // 3), batch_size=1)
+
+    def StreamAct(
+        self, request_iterator: Iterator[pb.StreamActRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.StreamActResponse]:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this stand-in")
+
+    def GetModelInfo(
+        self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext
+    ) -> pb.ModelInfo:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this stand-in")
+
+
+@pytest.fixture
+def flaky_server() -> Iterator[tuple[Flaky, str, Flaky, str]]:
+    """Two in-process servers: one UNAVAILABLE twice, one INVALID_ARGUMENT once."""
+    unavailable, invalid = Flaky(2), Flaky(1, grpc.StatusCode.INVALID_ARGUMENT)
+    servers, targets = [], []
+    for servicer in (unavailable, invalid):
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        policy_pb2_grpc.add_PolicyServiceServicer_to_server(servicer, server)
+        targets.append(f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}")
+        server.start()
+        servers.append(server)
+    yield unavailable, targets[0], invalid, targets[1]
+    for server in servers:
+        server.stop(None)
+
+
+def test_unavailable_is_retried_with_backoff_and_nothing_else_is(
+    flaky_server: tuple[Flaky, str, Flaky, str],
+) -> None:
+    unavailable, unavailable_target, invalid, invalid_target = flaky_server
+    with PolicyClient(unavailable_target) as client:
+        np.testing.assert_array_equal(client.act(observations(2)), [[0.5], [0.5]])
+    assert unavailable.attempts == 3
+    with (
+        PolicyClient(invalid_target) as client,
+        pytest.raises(PolicyError, match="INVALID_ARGUMENT: attempt 1 refused"),
+    ):
+        client.act(observations(2))
+    assert invalid.attempts == 1

@@ -1,0 +1,192 @@
+"""`swingup-serve` as a program: flags and variables, errors, devices, signals, workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import onnxruntime as ort
+import psutil
+import pytest
+from support import observations, start_server
+
+from client import PolicyClient, PolicyError
+from client.localserver import LocalServer
+from server.config import SHIPPED_MODEL
+
+HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def serve_and_fail(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run `python -m server ARGS` expecting a usage error: its single stderr line."""
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=None if env is None else {**os.environ, **env},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "swingup-serve: error:" in line]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def test_a_missing_model_is_one_line(tmp_path: Path) -> None:
+    line = serve_and_fail("--model", str(tmp_path / "absent.onnx"))
+    assert "model file not found" in line and "absent.onnx" in line
+
+
+def test_a_file_that_is_not_a_model_is_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("hello")
+    assert "cannot load" in serve_and_fail("--model", str(junk))
+
+
+def test_the_default_model_is_the_shipped_one() -> None:
+    if SHIPPED_MODEL.is_file():
+        with LocalServer() as server:
+            server.wait_listening()
+            assert any(str(SHIPPED_MODEL) in line for line in server.lines)
+    else:
+        line = serve_and_fail()
+        assert str(SHIPPED_MODEL) in line and "make model" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "tpu"], "invalid choice: 'tpu'"),
+        (["--max-batch", "0"], "--max-batch 0"),
+        (["--workers", "0"], "--workers 0"),
+        (["--batch-window-us", "-5"], "--batch-window-us -5"),
+        (["--port", "70000"], "--port 70000"),
+        (["--port", "eighty"], "invalid int value"),
+    ],
+)
+def test_bad_flags_are_one_line(model_path: Path, args: list[str], message: str) -> None:
+    assert message in serve_and_fail("--model", str(model_path), *args)
+
+
+def test_bad_environment_variables_are_one_line(model_path: Path) -> None:
+    line = serve_and_fail("--model", str(model_path), env={"SWINGUP_MAX_BATCH": "many"})
+    assert "SWINGUP_MAX_BATCH" in line
+
+
+def test_a_busy_port_is_one_line(model_path: Path, target: str) -> None:
+    port = target.rsplit(":", 1)[1]
+    line = serve_and_fail("--model", str(model_path), "--port", port)
+    assert f"cannot listen on 127.0.0.1:{port}" in line
+
+
+def test_settings_come_from_environment_variables_and_the_port_file(
+    model_path: Path, tmp_path: Path
+) -> None:
+    port_file = tmp_path / "port"
+    env = {**os.environ, "SWINGUP_MAX_BATCH": "8", "SWINGUP_PORT_FILE": str(port_file)}
+    with LocalServer(["--model", str(model_path)], env=env) as server:
+        target = server.wait_listening()
+        assert port_file.read_text() == target.rsplit(":", 1)[1] + "\n"
+        with PolicyClient(target) as client:
+            assert client.info().batching.max_batch == 8
+            assert client.act(observations(8)).shape == (8, 1)
+            with pytest.raises(PolicyError, match="oversize batch: 9 observations"):
+                client.act(observations(9))
+
+
+def test_device_cuda_without_cuda_is_a_clear_error_and_auto_serves_on_cpu(
+    model_path: Path,
+) -> None:
+    if HAS_CUDA:  # a CUDA machine: test_server_gpu checks both
+        return
+    line = serve_and_fail("--model", str(model_path), "--device", "cuda")
+    assert "--device cuda" in line and "CUDAExecutionProvider" in line
+    with start_server(model_path, "--device", "auto") as server:
+        assert server.target is not None
+        with PolicyClient(server.target) as client:
+            assert client.info().execution_provider == "CPUExecutionProvider"
+    fallback = [line for line in server.lines if "execution provider" in line]
+    assert len(fallback) == 1 and "device auto" in fallback[0] and "CPU" in fallback[0]
+
+
+def test_sigint_drains_and_exits_zero(model_path: Path) -> None:
+    with start_server(model_path) as server:
+        assert server.target is not None
+        with PolicyClient(server.target) as client:
+            client.act(observations(2))
+        assert server.stop(signal.SIGINT) == 0
+    assert "SIGINT: not serving" in server.lines[-2]
+    assert "stopped after 1 model calls for 2 observations" in server.lines[-1]
+
+
+def test_one_line_per_event(server: LocalServer) -> None:
+    events = [line.split(" INFO ", 1)[1].split(" ", 2)[:2] for line in server.lines]
+    assert events == [
+        ["starting", "swingup-serve"],
+        ["model", "loaded:"],
+        ["execution", "provider"],
+        ["listening", "on"],
+    ]
+
+
+def test_a_non_loopback_address_warns_about_tls(model_path: Path) -> None:
+    with start_server(model_path, "--host", "0.0.0.0") as server:
+        assert server.target is not None
+        port = server.target.rsplit(":", 1)[1]
+        with PolicyClient(f"127.0.0.1:{port}") as client:
+            assert client.act(observations(1)).shape == (1, 1)
+    warnings = [line for line in server.lines if " WARNING " in line]
+    assert len(warnings) == 1 and "without TLS" in warnings[0]
+
+
+def test_workers_share_one_port(model_path: Path, tmp_path: Path) -> None:
+    with start_server(
+        model_path, "--workers", "2", "--port-file", str(tmp_path / "port")
+    ) as server:
+        assert server.target is not None
+        children = psutil.Process(server.process.pid).children()
+        workers = [child for child in children if "spawn_main" in " ".join(child.cmdline())]
+        assert len(workers) == 2
+        assert [line for line in server.lines if "listening on" in line] == [
+            line for line in server.lines if server.target in line
+        ]
+        obs = observations(16)
+        # Each channel is its own connection, which the kernel hands to either worker.
+        for _ in range(6):
+            with PolicyClient(server.target) as client:
+                assert client.info().batching.workers == 2
+                client.act(obs)
+        assert server.stop() == 0
+    assert not any(worker.is_running() and worker.status() != "zombie" for worker in workers)
+    stopped = [line for line in server.lines if "stopped after" in line]
+    assert len(stopped) == 2  # both workers served and drained
+    assert sum(_stopped_rows(line) for line in stopped) == 6 * 16
+    assert server.lines[-1].endswith("all 2 workers stopped")
+
+
+def _stopped_rows(line: str) -> int:
+    if "stopped after" not in line:
+        return 0
+    words = line.split()
+    return int(words[words.index("observations") - 1])
+
+
+def test_a_worker_that_cannot_start_is_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("hello")
+    line = serve_and_fail("--model", str(junk), "--workers", "2")
+    assert "cannot load" in line
+
+
+def test_workers_refuse_a_port_taken_by_a_plain_socket(model_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        line = serve_and_fail("--model", str(model_path), "--workers", "2", "--port", port)
+    assert f"cannot listen on 127.0.0.1:{port}" in line
