@@ -203,3 +203,42 @@ def test_ctrl_c_checkpoints_exits_130_and_resume_finishes(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert last_json(done.stdout)["frames"] == saved["frames"] + 200
+
+
+def test_kill_9_mid_run_then_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "trainer", "train", "--frames", "10000000", "--out", str(run)]
+    argv += ["--num-envs", "4", "--n-steps", "4", "--checkpoint-interval", "1600"]
+    argv += ["--no-progress", "--log-checkpoints"]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = 0
+    for line in proc.stderr:  # let two checkpoints land, then kill without warning
+        seen += line.startswith("checkpoint")
+        if seen == 2:
+            break
+    proc.kill()
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    saved = sorted((run / "checkpoints").glob("frame-*.pt"))
+    assert saved, "no checkpoint survived"
+    frames = [torch.load(p, weights_only=True)["frames"] for p in saved]  # none is corrupt
+    last = max(frames)
+    assert last >= 3200
+    resumed = subprocess.run(
+        [
+            *[sys.executable, "-m", "trainer", "train", "--resume", str(run)],
+            "--no-progress",
+            "--json",
+        ]
+        + ["--frames", str(last + 1600)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert last_json(resumed.stdout)["frames"] == last + 1600
+    metrics = (run / "metrics.csv").read_text().splitlines()
+    frames_logged = [int(row.split(",")[0]) for row in metrics[1:]]
+    assert frames_logged == sorted(set(frames_logged)), "rows repeated or out of order after resume"
+    assert frames_logged[-1] == last + 1600
