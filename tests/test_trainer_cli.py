@@ -205,6 +205,19 @@ def test_ctrl_c_checkpoints_exits_130_and_resume_finishes(tmp_path: Path) -> Non
     assert last_json(done.stdout)["frames"] == saved["frames"] + 200
 
 
+def resume_argv(run: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "trainer",
+        "train",
+        "--resume",
+        str(run),
+        "--no-progress",
+        "--json",
+    ]
+
+
 def test_kill_9_mid_run_then_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
     run = tmp_path / "run"
     argv = [sys.executable, "-m", "trainer", "train", "--frames", "10000000", "--out", str(run)]
@@ -226,12 +239,7 @@ def test_kill_9_mid_run_then_resume_continues_from_the_last_checkpoint(tmp_path:
     last = max(frames)
     assert last >= 3200
     resumed = subprocess.run(
-        [
-            *[sys.executable, "-m", "trainer", "train", "--resume", str(run)],
-            "--no-progress",
-            "--json",
-        ]
-        + ["--frames", str(last + 1600)],
+        [*resume_argv(run), "--frames", str(last + 1600)],
         capture_output=True,
         text=True,
         timeout=120,
