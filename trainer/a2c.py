@@ -79,12 +79,15 @@ class A2C:
         std_head = list(self.actor.log_std_layer.parameters())
         std_ids = {id(p) for p in std_head}
         rest = [p for p in self.actor.parameters() if id(p) not in std_ids]
-        # Group 0 is the actor's lr, group 1 the std head's (lr times std_lr_scale).
-        self.actor_optimizer = torch.optim.Adam(
-            [{"params": rest}, {"params": std_head}], lr=hp.actor_lr, eps=hp.adam_eps
-        )
-        self.critic_optimizer = torch.optim.Adam(
-            self.critic.parameters(), lr=hp.critic_lr, eps=hp.adam_eps
+        # One Adam with a group per learning rate: Adam is per parameter, so this is the
+        # notebook's two optimisers exactly, in one fused kernel call instead of a dozen small ops
+        # per parameter (most of the cost of the seed preset's one-transition updates).
+        self.base_lrs = (hp.actor_lr, hp.actor_lr * hp.std_lr_scale, hp.critic_lr)
+        params = [rest, std_head, list(self.critic.parameters())]
+        self.optimizer = torch.optim.Adam(
+            [{"params": p, "lr": lr} for p, lr in zip(params, self.base_lrs, strict=True)],
+            eps=hp.adam_eps,
+            fused=True,
         )
         self.obs_rms = RunningMeanStd(contract.OBS_DIM)
 
@@ -117,12 +120,8 @@ class A2C:
     def set_progress(self, fraction_done: float) -> None:
         """Apply the learning-rate schedule at this point of the run."""
         scale = self.lr_scale(fraction_done)
-        hp = self.hp
-        for group in self.critic_optimizer.param_groups:
-            group["lr"] = hp.critic_lr * scale
-        actor_groups = self.actor_optimizer.param_groups
-        actor_groups[0]["lr"] = hp.actor_lr * scale
-        actor_groups[1]["lr"] = hp.actor_lr * hp.std_lr_scale * scale
+        for group, lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = lr * scale
 
     def update(self, batch: Rollout) -> UpdateStats:
         hp = self.hp
@@ -143,7 +142,6 @@ class A2C:
         )
         loss_fn = F.smooth_l1_loss if hp.critic_loss == "smooth_l1" else F.mse_loss
         critic_loss = loss_fn(values, targets)
-        self._step(self.critic_optimizer, self.critic, critic_loss)
 
         mean, std = self.actor(flat_obs)
         log_prob = gaussian_log_prob(batch.actions.reshape(steps * envs, -1), mean, std)
@@ -156,7 +154,7 @@ class A2C:
         else:
             bonus = -hp.entropy_weight * entropy
         actor_loss = (-adv * log_prob + bonus).mean()
-        self._step(self.actor_optimizer, self.actor, actor_loss)
+        self._step(critic_loss, actor_loss)
         return UpdateStats(
             actor_loss=float(actor_loss.detach()),
             critic_loss=float(critic_loss.detach()),
@@ -164,9 +162,16 @@ class A2C:
             std=float(std.detach().mean()),
         )
 
-    def _step(self, optimizer: torch.optim.Optimizer, net: nn.Module, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+    def _step(self, critic_loss: torch.Tensor, actor_loss: torch.Tensor) -> None:
+        """One backward pass for both losses, then each network's own clipping and step.
+
+        The networks share no parameters and the advantages are detached, so the gradients are
+        exactly those of two separate passes (the notebook's critic-then-actor order), for half
+        the autograd overhead.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        (critic_loss + actor_loss).backward()  # type: ignore[no-untyped-call]
         if self.hp.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(net.parameters(), self.hp.max_grad_norm)
-        optimizer.step()
+            for net in (self.critic, self.actor):
+                nn.utils.clip_grad_norm_(net.parameters(), self.hp.max_grad_norm)
+        self.optimizer.step()

@@ -192,7 +192,7 @@ class Trainer:
 
     def _log_row(self) -> None:
         pending = self.state.pending
-        lr_scale = self.agent.actor_optimizer.param_groups[0]["lr"] / self.hp.actor_lr
+        lr_scale = self.agent.optimizer.param_groups[0]["lr"] / self.hp.actor_lr
         self.log.add_metrics(
             MetricsRow(
                 frame=self.state.frames,
@@ -244,8 +244,7 @@ class Trainer:
             "train_wall_s": s.train_wall_s,
             "actor": self.agent.actor.state_dict(),
             "critic": self.agent.critic.state_dict(),
-            "actor_optimizer": self.agent.actor_optimizer.state_dict(),
-            "critic_optimizer": self.agent.critic_optimizer.state_dict(),
+            "optimizer": self.agent.optimizer.state_dict(),
             "obs_rms": self.agent.obs_rms.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "obs": self.obs.clone(),
@@ -255,8 +254,7 @@ class Trainer:
     def _restore(self, saved: dict[str, Any]) -> None:
         self.agent.actor.load_state_dict(saved["actor"])
         self.agent.critic.load_state_dict(saved["critic"])
-        self.agent.actor_optimizer.load_state_dict(saved["actor_optimizer"])
-        self.agent.critic_optimizer.load_state_dict(saved["critic_optimizer"])
+        self.agent.optimizer.load_state_dict(saved["optimizer"])
         self.agent.obs_rms.load_state_dict(saved["obs_rms"])
         torch.set_rng_state(saved["torch_rng"])
         self.obs = saved["obs"].clone()
