@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import wire
 from client.errors import PolicyError
-from client.wire import Mode
+from client.wire import Credentials, Mode
 from swingup import contract
 from swingup.v1 import policy_pb2 as pb
 from swingup.v1 import policy_pb2_grpc
@@ -19,41 +19,57 @@ from swingup.v1 import policy_pb2_grpc
 class AsyncPolicyClient:
     """`async with AsyncPolicyClient(target) as client: await client.act(obs)`."""
 
-    def __init__(self, target: str, timeout: float | None = 5.0) -> None:
+    def __init__(
+        self, target: str, timeout: float | None = 5.0, credentials: Credentials | None = None
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(target, options=wire.channel_options())
+        self.credentials = credentials or Credentials()
+        options = wire.channel_options()
+        if self.credentials.secure:
+            channel_credentials = self.credentials.channel_credentials()
+            self._channel = grpc.aio.secure_channel(target, channel_credentials, options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
+        self._metadata = self.credentials.metadata()
         self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def _error(self, exc: grpc.RpcError) -> PolicyError:
+        error = PolicyError.from_rpc(exc)
+        extra = wire.hint(error.code, self.credentials)
+        return PolicyError(error.code, error.details + extra) if extra else error
 
     async def act(
         self, obs: np.ndarray, mode: Mode = "mean", seed: int | None = None
     ) -> np.ndarray:
         request = wire.act_request(obs, mode, seed)
         try:
-            reply = await self._stub.Act(request, timeout=self.timeout)
+            reply = await self._stub.Act(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise PolicyError.from_rpc(exc) from None
+            raise self._error(exc) from None
         return wire.actions_of(reply.actions, len(request.obs) // contract.OBS_DIM)
 
     def stream(
         self, mode: Mode = "mean", seed: int | None = None, timeout: float | None = None
     ) -> AsyncPolicyStream:
         """Open a control session (StreamAct). `timeout` bounds the whole session (default none)."""
-        return AsyncPolicyStream(self._stub, mode, seed, timeout)
+        return AsyncPolicyStream(self, mode, seed, timeout)
 
     async def info(self) -> pb.ModelInfo:
         try:
-            return await self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self.timeout)
+            return await self._stub.GetModelInfo(
+                pb.GetModelInfoRequest(), timeout=self.timeout, metadata=self._metadata
+            )
         except grpc.RpcError as exc:
-            raise PolicyError.from_rpc(exc) from None
+            raise self._error(exc) from None
 
     async def health(self, service: str = "") -> str:
         request = health_pb2.HealthCheckRequest(service=service)
         try:
-            reply = await self._health.Check(request, timeout=self.timeout)
+            reply = await self._health.Check(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise PolicyError.from_rpc(exc) from None
+            raise self._error(exc) from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     async def close(self) -> None:
@@ -75,17 +91,15 @@ class AsyncPolicyStream:
     """One StreamAct session: `await act(obs)` writes a batch and reads its actions."""
 
     def __init__(
-        self,
-        stub: policy_pb2_grpc.PolicyServiceAsyncStub,
-        mode: Mode,
-        seed: int | None,
-        timeout: float | None,
+        self, client: AsyncPolicyClient, mode: Mode, seed: int | None, timeout: float | None
     ) -> None:
         wire.mode_value(mode)
         self.mode = mode
         self.seed = seed
         self.steps = 0
-        self._call = stub.StreamAct(None, timeout=timeout)
+        self.model_version = ""  # of the replies: a stream keeps its model for its life
+        self._client = client
+        self._call = client._stub.StreamAct(None, timeout=timeout, metadata=client._metadata)
         self._open = True
 
     async def act(self, obs: np.ndarray) -> np.ndarray:
@@ -100,11 +114,12 @@ class AsyncPolicyStream:
             reply = await self._call.read()
         except grpc.RpcError as exc:
             self._open = False
-            raise PolicyError.from_rpc(exc) from None
+            raise self._client._error(exc) from None
         if not isinstance(reply, pb.StreamActResponse):  # EOF: the server ended the stream
             self._open = False
             raise PolicyError(grpc.StatusCode.UNKNOWN, "the server ended the stream")
         self.steps += 1
+        self.model_version = reply.model_version
         return wire.actions_of(reply.actions, len(request.obs) // contract.OBS_DIM)
 
     async def close(self) -> None:
@@ -116,7 +131,7 @@ class AsyncPolicyStream:
             while isinstance(await self._call.read(), pb.StreamActResponse):
                 pass
         except grpc.RpcError as exc:
-            raise PolicyError.from_rpc(exc) from None
+            raise self._client._error(exc) from None
 
     async def __aenter__(self) -> AsyncPolicyStream:
         return self

@@ -1,11 +1,13 @@
 """`swingup-client`: drive local pendulums with a remote policy, or ask a server about itself.
 
-Every flag may also be set by a SWINGUP_CLIENT_* environment variable.
+Every flag may also be set by a SWINGUP_CLIENT_* environment variable; the bearer token comes
+from --token-file or, without it, from the SWINGUP_TOKEN variable.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,10 +19,11 @@ from google.protobuf import json_format
 from client.drive import drive, summary
 from client.errors import PolicyError
 from client.policy_client import PolicyClient
-from client.wire import Mode
+from client.wire import Credentials, Mode
 from swingup.cli import UsageError, option, run
 
 ENV_PREFIX = "SWINGUP_CLIENT_"
+TOKEN_VARIABLE = "SWINGUP_TOKEN"
 PROG = "swingup-client"
 EXIT_FAILED = 1
 
@@ -28,8 +31,45 @@ C = TypeVar("C")
 
 
 @dataclass
-class DriveConfig:
+class Connection:
+    """How to reach the server: its address, TLS and the bearer token."""
+
     target: str = option("127.0.0.1:50051", "the policy server, host:port")
+    tls: bool = option(False, "use TLS, trusting the system's CAs (implied by --tls-ca)")
+    tls_ca: Path | None = option(None, "use TLS, trusting the CAs in this PEM file")
+    tls_cert: Path | None = option(None, "mutual TLS: this client's PEM certificate")
+    tls_key: Path | None = option(None, "mutual TLS: the PEM private key of --tls-cert")
+    token_file: Path | None = option(
+        None, f"send the bearer token on this file's first line (none: ${TOKEN_VARIABLE})"
+    )
+
+    def credentials(self) -> Credentials:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise UsageError("--tls-cert and --tls-key go together")
+        for flag, path in (
+            ("--tls-ca", self.tls_ca),
+            ("--tls-cert", self.tls_cert),
+            ("--tls-key", self.tls_key),
+            ("--token-file", self.token_file),
+        ):
+            if path is not None and not path.is_file():
+                raise UsageError(f"{flag} {path}: no such file")
+        token = os.environ.get(TOKEN_VARIABLE) or None
+        if self.token_file is not None:
+            lines = self.token_file.read_text().split()
+            if not lines:
+                raise UsageError(f"--token-file {self.token_file}: holds no token")
+            token = lines[0]
+        return Credentials(
+            tls=self.tls, ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key, token=token
+        )
+
+    def client(self, timeout: float) -> PolicyClient:
+        return PolicyClient(self.target, timeout=timeout, credentials=self.credentials())
+
+
+@dataclass
+class DriveConfig(Connection):
     pendulums: int = option(1, "environments stepped in lockstep, all served by one call per step")
     episodes: int = option(1, "episodes per pendulum")
     mode: Mode = option("mean", "mean: the policy's mean action; sample: a clipped Gaussian draw")
@@ -43,14 +83,12 @@ class DriveConfig:
 
 
 @dataclass
-class InfoConfig:
-    target: str = option("127.0.0.1:50051", "the policy server, host:port")
+class InfoConfig(Connection):
     timeout: float = option(5.0, "deadline of the call, in seconds")
 
 
 @dataclass
-class HealthConfig:
-    target: str = option("127.0.0.1:50051", "the policy server, host:port")
+class HealthConfig(Connection):
     service: str = option("", "service to check ('' is the whole server)")
     timeout: float = option(5.0, "deadline of the call, in seconds")
 
@@ -66,7 +104,7 @@ def drive_command(config: DriveConfig) -> int:
         raise UsageError("--pendulums and --episodes must be >= 1")
     if config.seed is not None and not 0 <= config.seed < 2**63:
         raise UsageError(f"--seed {config.seed}: must be between 0 and 2**63 - 1")
-    with PolicyClient(config.target, timeout=config.timeout) as client:
+    with config.client(config.timeout) as client:
         report = drive(
             client,
             config.pendulums,
@@ -94,15 +132,31 @@ def drive_command(config: DriveConfig) -> int:
 
 def info_command(config: InfoConfig) -> int:
     _check_timeout(config.timeout)
-    with PolicyClient(config.target, timeout=config.timeout) as client:
+    with config.client(config.timeout) as client:
         info = client.info()
     print(json_format.MessageToJson(info, preserving_proto_field_name=True, indent=2))
     return 0
 
 
+def reload_command(config: InfoConfig) -> int:
+    _check_timeout(config.timeout)
+    with config.client(config.timeout) as client:
+        reply = client.reload_model()
+    print(json_format.MessageToJson(reply, preserving_proto_field_name=True, indent=2))
+    return EXIT_FAILED if reply.refused else 0
+
+
+def versions_command(config: InfoConfig) -> int:
+    _check_timeout(config.timeout)
+    with config.client(config.timeout) as client:
+        reply = client.list_versions()
+    print(json_format.MessageToJson(reply, preserving_proto_field_name=True, indent=2))
+    return 0
+
+
 def health_command(config: HealthConfig) -> int:
     _check_timeout(config.timeout)
-    with PolicyClient(config.target, timeout=config.timeout) as client:
+    with config.client(config.timeout) as client:
         status = client.health(config.service)
     print(status)
     return 0 if status == "SERVING" else EXIT_FAILED
@@ -128,6 +182,16 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], int], str]] = {
     "drive": (DriveConfig, _reporting(drive_command), "drive local pendulums with the server"),
     "info": (InfoConfig, _reporting(info_command), "print the served model's description"),
     "health": (HealthConfig, _reporting(health_command), "print the server's health status"),
+    "reload": (
+        InfoConfig,
+        _reporting(reload_command),
+        "reload the server's model now (AdminService.ReloadModel); exit 1 if a version was refused",
+    ),
+    "versions": (
+        InfoConfig,
+        _reporting(versions_command),
+        "list the model versions the server sees (AdminService.ListVersions)",
+    ),
 }
 
 

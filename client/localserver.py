@@ -28,6 +28,7 @@ class LocalServer:
         self.lines: list[str] = []
         self.target: str | None = None
         self._listening = threading.Event()
+        self._new_line = threading.Condition()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "server", *self.args],
             stdin=subprocess.DEVNULL,
@@ -42,7 +43,9 @@ class LocalServer:
     def _read(self) -> None:
         assert self.process.stderr is not None
         for line in self.process.stderr:
-            self.lines.append(line.rstrip("\n"))
+            with self._new_line:
+                self.lines.append(line.rstrip("\n"))
+                self._new_line.notify_all()
             if self.echo:
                 sys.stderr.write(line)
             match = _LISTENING.search(line)
@@ -50,6 +53,8 @@ class LocalServer:
                 self.target = match.group(1)
                 self._listening.set()
         self._listening.set()  # the server exited: whoever waits must look at why
+        with self._new_line:
+            self._new_line.notify_all()
 
     def wait_listening(self, timeout: float = 60.0) -> str:
         """The server's host:port once it serves; RuntimeError if it exits or hangs instead."""
@@ -63,6 +68,24 @@ class LocalServer:
 
     def log_since(self, start: int) -> list[str]:
         return self.lines[start:]
+
+    def wait_for_line(self, pattern: str, start: int = 0, timeout: float = 30.0) -> str:
+        """The first log line from index `start` on that matches the regex `pattern`, waiting
+        for the server to write it; RuntimeError if the server exits or the time runs out."""
+        regex = re.compile(pattern)
+        with self._new_line:
+            if self._new_line.wait_for(
+                lambda: (
+                    any(regex.search(line) for line in self.lines[start:])
+                    or not self._reader.is_alive()
+                ),
+                timeout,
+            ):
+                for line in self.lines[start:]:
+                    if regex.search(line):
+                        return line
+        last = self.lines[-1] if self.lines else "(no output)"
+        raise RuntimeError(f"no log line matching {pattern!r} within {timeout:g} s; last: {last}")
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Signal the server and wait for it to exit; its exit code."""

@@ -12,10 +12,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import wire
 from client.errors import PolicyError
-from client.wire import Mode
+from client.wire import Credentials, Mode
 from swingup import contract
+from swingup.v1 import admin_pb2, admin_pb2_grpc, policy_pb2_grpc
 from swingup.v1 import policy_pb2 as pb
-from swingup.v1 import policy_pb2_grpc
 
 
 class PolicyClient:
@@ -23,43 +23,79 @@ class PolicyClient:
 
     UNAVAILABLE is retried with backoff by gRPC itself (see `wire.RETRY_POLICY`); any other
     failure raises `PolicyError` carrying the status code and the server's message.
+    `credentials` choose TLS, a client certificate and a bearer token (default: plaintext).
     """
 
-    def __init__(self, target: str, timeout: float | None = 5.0) -> None:
+    def __init__(
+        self, target: str, timeout: float | None = 5.0, credentials: Credentials | None = None
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target, options=wire.channel_options())
+        self.credentials = credentials or Credentials()
+        options = wire.channel_options()
+        if self.credentials.secure:
+            channel_credentials = self.credentials.channel_credentials()
+            self._channel = grpc.secure_channel(target, channel_credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        self._metadata = self.credentials.metadata()
         self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+
+    def _error(self, exc: grpc.RpcError) -> PolicyError:
+        error = PolicyError.from_rpc(exc)
+        extra = wire.hint(error.code, self.credentials)
+        return PolicyError(error.code, error.details + extra) if extra else error
 
     def act(self, obs: np.ndarray, mode: Mode = "mean", seed: int | None = None) -> np.ndarray:
         """Actions float32 [B, 1] for observations [B, 3]; `seed` makes sampling repeatable."""
         request = wire.act_request(obs, mode, seed)
         try:
-            reply = self._stub.Act(request, timeout=self.timeout)
+            reply = self._stub.Act(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise PolicyError.from_rpc(exc) from None
+            raise self._error(exc) from None
         return wire.actions_of(reply.actions, len(request.obs) // contract.OBS_DIM)
 
     def stream(
         self, mode: Mode = "mean", seed: int | None = None, timeout: float | None = None
     ) -> PolicyStream:
         """Open a control session (StreamAct). `timeout` bounds the whole session (default none)."""
-        return PolicyStream(self._stub, mode, seed, timeout)
+        return PolicyStream(self, mode, seed, timeout)
 
     def info(self) -> pb.ModelInfo:
         try:
-            return self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self.timeout)
+            return self._stub.GetModelInfo(
+                pb.GetModelInfoRequest(), timeout=self.timeout, metadata=self._metadata
+            )
         except grpc.RpcError as exc:
-            raise PolicyError.from_rpc(exc) from None
+            raise self._error(exc) from None
+
+    def reload_model(self) -> admin_pb2.ReloadModelResponse:
+        """AdminService.ReloadModel: swap in the highest valid version now."""
+        try:
+            return self._admin.ReloadModel(
+                admin_pb2.ReloadModelRequest(), timeout=self.timeout, metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def list_versions(self) -> admin_pb2.ListVersionsResponse:
+        """AdminService.ListVersions: the versions on disk and the state of each."""
+        try:
+            return self._admin.ListVersions(
+                admin_pb2.ListVersionsRequest(), timeout=self.timeout, metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
 
     def health(self, service: str = "") -> str:
         """The server's health status name ("SERVING", "NOT_SERVING", ...) for `service`."""
         request = health_pb2.HealthCheckRequest(service=service)
         try:
-            reply = self._health.Check(request, timeout=self.timeout)
+            reply = self._health.Check(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise PolicyError.from_rpc(exc) from None
+            raise self._error(exc) from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     def wait_ready(self, timeout: float) -> None:
@@ -90,19 +126,19 @@ class PolicyStream:
     """One StreamAct session: `act(obs)` sends a batch and waits for its actions."""
 
     def __init__(
-        self,
-        stub: policy_pb2_grpc.PolicyServiceStub,
-        mode: Mode,
-        seed: int | None,
-        timeout: float | None,
+        self, client: PolicyClient, mode: Mode, seed: int | None, timeout: float | None
     ) -> None:
         wire.mode_value(mode)  # refuse a bad mode now, not at the first step
         self.mode = mode
         self.seed = seed
         self.steps = 0
+        self.model_version = ""  # of the replies: a stream keeps its model for its life
+        self._client = client
         self._requests: queue.SimpleQueue[pb.StreamActRequest | None] = queue.SimpleQueue()
         self._replies: Iterator[pb.StreamActResponse] = iter(
-            stub.StreamAct(iter(self._requests.get, None), timeout=timeout)
+            client._stub.StreamAct(
+                iter(self._requests.get, None), timeout=timeout, metadata=client._metadata
+            )
         )
         self._open = True
 
@@ -118,11 +154,12 @@ class PolicyStream:
             reply = next(self._replies)
         except grpc.RpcError as exc:
             self._open = False
-            raise PolicyError.from_rpc(exc) from None
+            raise self._client._error(exc) from None
         except StopIteration:
             self._open = False
             raise PolicyError(grpc.StatusCode.UNKNOWN, "the server ended the stream") from None
         self.steps += 1
+        self.model_version = reply.model_version
         return wire.actions_of(reply.actions, len(request.obs) // contract.OBS_DIM)
 
     def close(self) -> None:
@@ -135,7 +172,7 @@ class PolicyStream:
             for _ in self._replies:
                 pass
         except grpc.RpcError as exc:
-            raise PolicyError.from_rpc(exc) from None
+            raise self._client._error(exc) from None
 
     def __enter__(self) -> PolicyStream:
         return self

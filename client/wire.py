@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
+import grpc
 import numpy as np
 
 from swingup import contract
@@ -31,6 +34,46 @@ SERVICE_CONFIG = {
 
 def channel_options() -> list[tuple[str, Any]]:
     return [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How a client checks the server and proves itself: TLS (with `ca` as the roots, or the
+    system's), a client certificate for mutual TLS, and a bearer token sent with every call."""
+
+    tls: bool = False
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    token: str | None = None
+
+    @property
+    def secure(self) -> bool:
+        return self.tls or self.ca is not None or self.cert is not None
+
+    def metadata(self) -> tuple[tuple[str, str], ...] | None:
+        return None if self.token is None else (("authorization", f"Bearer {self.token}"),)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("a client certificate needs both its certificate and its key")
+        return grpc.ssl_channel_credentials(
+            root_certificates=None if self.ca is None else self.ca.read_bytes(),
+            private_key=None if self.key is None else self.key.read_bytes(),
+            certificate_chain=None if self.cert is None else self.cert.read_bytes(),
+        )
+
+
+def hint(code: grpc.StatusCode, credentials: Credentials) -> str:
+    """What an UNAVAILABLE probably means, for the error message: a TLS mismatch or no server."""
+    if code != grpc.StatusCode.UNAVAILABLE:
+        return ""
+    if credentials.secure:
+        return (
+            " (no TLS handshake succeeded: is the server serving TLS with a certificate the "
+            "given CA signed, for this host name, and does it want a client certificate?)"
+        )
+    return " (no plaintext server answered: if the server serves TLS, pass --tls-ca or --tls)"
 
 
 def mode_value(mode: Mode) -> pb.Mode.ValueType:

@@ -27,10 +27,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 import swingup
+from server import security
+from server.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
+from server.admin import AdminServicer
+from server.auth import TokenAuth, TokenFile
 from server.batching import Batcher
 from server.config import ServeConfig, address
 from server.dataplane import DataPlane
 from server.errors import ModelError
+from server.metrics import CallMetrics, Metrics, serve_metrics
+from server.models import Reloader
+from server.oip_servicer import SERVICE_NAME as OIP_SERVICE_NAME
+from server.oip_servicer import OipServicer
 from server.runtime import Runtime
 from server.servicer import SERVICE_NAME, PolicyServicer
 from swingup import atomic
@@ -57,23 +65,26 @@ def run(config: ServeConfig) -> int:
         config.device,
         config.workers,
     )
-    if not _is_loopback(config.host):
+    if not _is_loopback(config.host) and not config.tls:
         log.warning(
-            "binding %s without TLS: anyone who can reach this port can query the policy",
+            "binding %s without TLS: anyone who can reach this port can query the policy%s",
             config.host,
+            ", and read the bearer tokens of its callers" if config.auth_token_file else "",
         )
     if config.workers == 1:
-        runtime = load_runtime(config)
+        reloader = load_model(config)
         asyncio.run(
-            serve(config, runtime, reuse_port=False, on_ready=lambda p: announce(config, p))
+            serve(config, reloader, reuse_port=False, on_ready=lambda p: announce(config, p))
         )
         return 0
     return _run_workers(config)
 
 
-def load_runtime(config: ServeConfig) -> Runtime:
+def load_model(config: ServeConfig) -> Reloader:
+    """The highest valid version of --model, loaded and checked (ModelError if none is)."""
     path = config.model_path()
-    runtime = Runtime.load(path, config.device)
+    reloader = Reloader(path, config.device, on_swap=lambda runtime: None)
+    runtime = reloader.load_first()
     log.info(
         "model loaded: %s, version %s, %d metadata keys",
         path,
@@ -82,7 +93,7 @@ def load_runtime(config: ServeConfig) -> Runtime:
     )
     note = f" ({runtime.note})" if runtime.note else ""
     log.info("execution provider %s%s", runtime.provider, note)
-    return runtime
+    return reloader
 
 
 def announce(config: ServeConfig, port: int) -> None:
@@ -100,33 +111,68 @@ def announce(config: ServeConfig, port: int) -> None:
 
 async def serve(
     config: ServeConfig,
-    runtime: Runtime,
+    reloader: Reloader,
     *,
     reuse_port: bool,
     on_ready: Callable[[int], None],
     signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
 ) -> None:
-    """Serve `runtime` on config's address until one of `signals`, then drain and return."""
-    plane = DataPlane(
-        runtime, Batcher(runtime.predict, config.max_batch, config.batch_window_us / 1e6)
+    """Serve `reloader`'s model on config's address until one of `signals`, then drain and
+    return. SIGHUP reloads the model and the token file."""
+    metrics = Metrics() if config.metrics_port is not None else None
+    batcher = Batcher(
+        config.max_batch, config.batch_window_us / 1e6, config.max_queue, observer=metrics
     )
-    # Without SO_REUSEPORT (gRPC sets it by default on Linux) a second server on a busy port
-    # fails to bind instead of silently sharing it.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", int(reuse_port))])
-    PolicyServicer(plane, config.workers).add_to_server(server)
+    plane = DataPlane(reloader.runtime, batcher)
+    reloader.on_swap = plane.use
+    tokens = _load_tokens(config)
+    interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
+    if metrics is not None:  # outermost: it counts the token check's refusals too
+        _observe(metrics, reloader, plane)
+        interceptors.append(CallMetrics(metrics))
+    if tokens is not None:
+        interceptors.append(TokenAuth(tokens))
+    credentials = security.server_credentials(config)
+    server = grpc.aio.server(
+        options=security.channel_options(config, reuse_port), interceptors=interceptors
+    )
+    PolicyServicer(plane, config.workers, config.idle_timeout_s).add_to_server(server)
+    AdminServicer(reloader).add_to_server(server)
+    OipServicer(plane, config.model_name, config.idle_timeout_s).add_to_server(server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # not in the stubs
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for service in (health.OVERALL_HEALTH, SERVICE_NAME):
+    for service in (health.OVERALL_HEALTH, SERVICE_NAME, OIP_SERVICE_NAME, ADMIN_SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (
+            SERVICE_NAME,
+            OIP_SERVICE_NAME,
+            ADMIN_SERVICE_NAME,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        ),
+        server,
     )
     where = address(config.host, config.port)
     try:
-        port = server.add_insecure_port(where)
+        if credentials is None:
+            port = server.add_insecure_port(where)
+        else:
+            port = server.add_secure_port(where, credentials)
     except RuntimeError:
         raise UsageError(f"cannot listen on {where}: address in use or not available") from None
+    stop_metrics = None
+    if metrics is not None and config.metrics_port is not None:
+        try:
+            stop_metrics, metrics_port = serve_metrics(metrics, config.host, config.metrics_port)
+        except OSError as exc:
+            raise UsageError(
+                f"--metrics-port: cannot listen on "
+                f"{address(config.host, config.metrics_port)}: {exc.strerror}"
+            ) from None
+        log.info("metrics on http://%s/metrics", address(config.host, metrics_port))
     await server.start()
+    background = _start_background(config, reloader, tokens)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -138,6 +184,7 @@ async def serve(
 
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader, tokens, background)
     on_ready(port)
     await stop.wait()
     log.info(
@@ -148,11 +195,81 @@ async def serve(
     stopped = asyncio.create_task(server.stop(config.grace_s))
     await health_servicer.enter_graceful_shutdown()
     await stopped
+    for task in background:
+        task.cancel()
+    batcher.close()
+    if stop_metrics is not None:
+        stop_metrics()
     log.info(
-        "stopped after %d model calls for %d observations",
-        plane.batcher.calls,
-        plane.batcher.rows,
+        "stopped after %d model calls for %d observations (%d of %d accepted requests answered)",
+        batcher.calls,
+        batcher.rows,
+        plane.answered,
+        plane.accepted,
     )
+
+
+def _load_tokens(config: ServeConfig) -> TokenFile | None:
+    if config.auth_token_file is None:
+        return None
+    tokens = TokenFile(config.auth_token_file)
+    try:
+        count = tokens.load()
+    except OSError as exc:
+        raise UsageError(f"--auth-token-file {tokens.path}: {exc.strerror}") from None
+    if count == 0:
+        raise UsageError(f"--auth-token-file {tokens.path}: holds no token")
+    log.info("auth: %d token(s) loaded from %s", count, tokens.path)
+    return tokens
+
+
+def _observe(metrics: Metrics, reloader: Reloader, plane: DataPlane) -> None:
+    """Metrics of the queue and of the model versions (the batcher and the calls report
+    theirs through the batcher's observer and the interceptor)."""
+    metrics.queued.set_function(lambda: plane.batcher.queued_rows)
+    runtime = reloader.runtime
+    metrics.serving(runtime.version, runtime.provider, str(runtime.path))
+
+    def swapped(runtime: Runtime) -> None:
+        plane.use(runtime)
+        metrics.reloaded()
+        metrics.serving(runtime.version, runtime.provider, str(runtime.path))
+
+    reloader.on_swap = swapped
+    reloader.on_refused = lambda refusal: metrics.reload_failed()
+
+
+def _start_background(
+    config: ServeConfig, reloader: Reloader, tokens: TokenFile | None
+) -> set[asyncio.Task[None]]:
+    """The poller for new model versions and token files (a background task, every watch_s)."""
+    tasks: set[asyncio.Task[None]] = set()
+    if config.watch_s > 0:
+        tasks.add(asyncio.create_task(reloader.watch(config.watch_s)))
+        if tokens is not None:
+            tasks.add(asyncio.create_task(_watch_tokens(tokens, config.watch_s)))
+    return tasks
+
+
+async def _watch_tokens(tokens: TokenFile, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        tokens.refresh()
+
+
+def _on_sighup(
+    reloader: Reloader, tokens: TokenFile | None, background: set[asyncio.Task[None]]
+) -> None:
+    log.info("SIGHUP: reloading the model%s", " and the token file" if tokens else "")
+    if tokens is not None:
+        tokens.refresh(force=True)
+
+    async def reload() -> None:
+        await reloader.reload()
+
+    task = asyncio.get_running_loop().create_task(reload())
+    background.add(task)
+    task.add_done_callback(background.discard)
 
 
 def _is_loopback(host: str) -> bool:
@@ -172,11 +289,11 @@ def _worker(config: ServeConfig, ready: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards shutdown as SIGTERM
     setup_logging()
     try:
-        runtime = load_runtime(config)
+        reloader = load_model(config)
         asyncio.run(
             serve(
                 config,
-                runtime,
+                reloader,
                 reuse_port=True,
                 on_ready=lambda port: ready.send(("ready", port)),
                 signals=(signal.SIGTERM,),
@@ -212,16 +329,23 @@ def _run_workers(config: ServeConfig) -> int:
             if worker.pid is not None and worker.exitcode is None:
                 os.kill(worker.pid, signal.SIGTERM)
 
+    def forward_hup(signum: int, frame: FrameType | None) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None:
+                os.kill(worker.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward_hup)
     with _reserved_port(config.host, config.port) as port:
         worker_config = dataclasses.replace(config, port=port, port_file=None)
         pipes: list[Connection] = []
         for i in range(config.workers):
             receive, send = context.Pipe(duplex=False)
-            process = context.Process(
-                target=_worker, args=(worker_config, send), name=f"swingup-serve-{i}"
-            )
+            own = worker_config
+            if config.metrics_port:  # each worker its own metrics port: PORT + i
+                own = dataclasses.replace(worker_config, metrics_port=config.metrics_port + i)
+            process = context.Process(target=_worker, args=(own, send), name=f"swingup-serve-{i}")
             process.start()
             send.close()
             workers.append(process)

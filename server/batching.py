@@ -1,55 +1,114 @@
 """Dynamic batching inside the event loop: concurrent requests share one model call.
 
-Triton's dynamic batcher is the model. A request appends its observations to a pending list and
-awaits a future; a flush, scheduled when the list stops being empty, runs ONE model call over
-everything pending (up to `max_batch` rows) and hands each request back exactly its own rows.
-The flush runs inline on the loop: the model call takes microseconds, less than handing it to a
-thread would. With no window the flush is scheduled with `call_soon`, so a lone caller waits for
-nothing, while requests that arrive together, or while the loop is busy, are coalesced anyway.
-A window holds the first request that long for others to join. This module knows nothing of gRPC.
+Triton's dynamic batcher is the model. A request appends its observations to a bounded queue and
+awaits a future; a flush, scheduled when the queue stops being empty, runs ONE model call over
+the requests at its head that use the same model (up to `max_batch` rows) and hands each request
+back exactly its own rows. With no window the flush is scheduled with `call_soon`, so a lone
+caller waits for nothing, while requests that arrive together, or while the model is busy, are
+coalesced anyway. A window holds the first request that long for others to join.
+
+Where the model runs: a call the model's own estimate puts under `INLINE_S` runs inline on the
+loop, because handing it to a thread costs more (~65 us) than it does. A longer one runs on the
+one model thread (onnxruntime releases the GIL), so that the loop goes on accepting, validating
+and queueing requests, and refusing them once the queue is full, while the model works. One
+batch runs at a time: the next forms while it runs.
+
+Overload: past `max_queue` queued observations a request is refused at once (`Overloaded`)
+instead of waiting without bound, and a request whose deadline passes while it is queued is
+dropped without running (`DeadlineExpired`). This module knows nothing of gRPC.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import concurrent.futures
+import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
+from server.errors import DeadlineExpired, Overloaded
+
 Outputs = tuple[np.ndarray, np.ndarray]
-Model = Callable[[np.ndarray], Outputs]
+
+# The longest model call that runs on the loop itself; longer ones go to the model thread.
+INLINE_S = 100e-6
+
+
+class Model(Protocol):
+    def predict(self, obs: np.ndarray) -> Outputs: ...
+
+    def cost_s(self, rows: int) -> float:
+        """The expected duration of one call over `rows` observations."""
+        ...
+
+
+class BatchObserver(Protocol):
+    """What the batcher reports, for metrics; it must not raise."""
+
+    def batch(self, rows: int, queue_s: list[float], run_s: float) -> None: ...
+
+    def refused(self, reason: str) -> None: ...
 
 
 @dataclass
 class _Pending:
+    model: Model
     obs: np.ndarray
     future: asyncio.Future[Outputs]
+    queued_at: float  # loop time
+    deadline: float | None  # loop time
 
 
 class Batcher:
-    """Coalesce `run` calls into calls of `model` of at most `max_batch` rows."""
+    """Coalesce `run` calls into model calls of at most `max_batch` rows, one at a time."""
 
-    def __init__(self, model: Model, max_batch: int, window_s: float = 0.0) -> None:
-        self.model = model
+    def __init__(
+        self,
+        max_batch: int,
+        window_s: float = 0.0,
+        max_queue: int | None = None,
+        observer: BatchObserver | None = None,
+    ) -> None:
         self.max_batch = max_batch
         self.window_s = window_s
+        self.max_queue = 4 * max_batch if max_queue is None else max_queue
+        self.observer = observer
         self._pending: list[_Pending] = []
-        self._rows = 0
+        self._rows = 0  # queued rows, cancelled requests included until a flush drops them
         self._flush_handle: asyncio.Handle | None = None
-        self.calls = 0  # model calls made, for tests and a later metrics endpoint
+        self._busy = False  # a batch is running on the model thread
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self.calls = 0  # model calls made
         self.rows = 0  # observations through the model
+        self.refused = 0  # requests refused because the queue was full
+        self.expired = 0  # requests dropped because their deadline passed while queued
 
-    async def run(self, obs: np.ndarray) -> Outputs:
-        """The model's outputs for `obs` (at most max_batch rows), computed with whatever else
-        is pending. Cancelling the caller (a deadline, a hang-up) drops its rows unseen."""
+    @property
+    def queued_rows(self) -> int:
+        return self._rows
+
+    async def run(self, model: Model, obs: np.ndarray, deadline: float | None = None) -> Outputs:
+        """`model`'s outputs for `obs` (at most max_batch rows), computed with whatever else is
+        queued for it. `deadline` is in the loop's time. Cancelling the caller (a deadline, a
+        hang-up) drops its rows unseen."""
+        if self._rows + len(obs) > self.max_queue:
+            self.refused += 1
+            if self.observer is not None:
+                self.observer.refused("queue_full")
+            raise Overloaded(
+                f"overloaded: {self._rows} observations are queued, the limit is "
+                f"{self.max_queue}; retry later"
+            )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outputs] = loop.create_future()
-        self._pending.append(_Pending(obs, future))
+        self._pending.append(_Pending(model, obs, future, loop.time(), deadline))
         self._rows += len(obs)
-        if self._rows >= self.max_batch:
+        # While a batch runs on the model thread, its end flushes again.
+        if not self._busy and self._rows >= self.max_batch:
             self._flush()
-        elif self._flush_handle is None:
+        elif not self._busy and self._flush_handle is None:
             self._flush_handle = (
                 loop.call_later(self.window_s, self._flush)
                 if self.window_s > 0
@@ -57,41 +116,99 @@ class Batcher:
             )
         return await future
 
+    def close(self) -> None:
+        """Stop the model thread (after the batch it runs, if any)."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+
+    def _take(self, now: float) -> list[_Pending]:
+        """The next batch: queued requests for the head's model, in order, up to max_batch."""
+        batch: list[_Pending] = []
+        rest: list[_Pending] = []
+        rows = 0
+        full = False
+        for item in self._pending:
+            if item.future.done():  # cancelled while it waited
+                continue
+            if item.deadline is not None and item.deadline <= now:
+                self.expired += 1
+                if self.observer is not None:
+                    self.observer.refused("deadline")
+                item.future.set_exception(DeadlineExpired("deadline expired while queued"))
+                continue
+            same = not batch or item.model is batch[0].model
+            if same and not full and rows + len(item.obs) <= self.max_batch:
+                batch.append(item)
+                rows += len(item.obs)
+            else:
+                full = full or same  # later requests for this model wait their turn
+                rest.append(item)
+        self._pending = rest
+        self._rows = sum(len(item.obs) for item in rest)
+        return batch
+
     def _flush(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        batch: list[_Pending] = []
-        rows = 0
-        rest: list[_Pending] = []
-        for item in self._pending:
-            if item.future.done():  # cancelled while it waited
-                continue
-            if rest or (batch and rows + len(item.obs) > self.max_batch):
-                rest.append(item)
-            else:
-                batch.append(item)
-                rows += len(item.obs)
-        self._pending = rest
-        self._rows = sum(len(item.obs) for item in rest)
-        if rest:
-            # Full batches go now; the remainder is next in line, not held for another window.
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
-        if batch:
-            self._run_model(batch, rows)
-
-    def _run_model(self, batch: list[_Pending], rows: int) -> None:
-        obs = batch[0].obs if len(batch) == 1 else np.concatenate([item.obs for item in batch])
-        try:
-            mean, std = self.model(obs)
-        except Exception as exc:
-            for item in batch:
-                item.future.set_exception(exc)
+        if self._busy:
             return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        batch = self._take(now)
+        if not batch:
+            return
+        model = batch[0].model
+        obs = batch[0].obs if len(batch) == 1 else np.concatenate([item.obs for item in batch])
+        waits = [now - item.queued_at for item in batch]
+        if model.cost_s(len(obs)) <= INLINE_S:
+            start = time.perf_counter()
+            try:
+                outputs = model.predict(obs)
+            except Exception as exc:
+                self._fail(batch, exc)
+            else:
+                self._deliver(batch, outputs, waits, time.perf_counter() - start)
+            if self._pending:
+                # Full batches go now; the remainder is next in line, not held for a window.
+                self._flush_handle = loop.call_soon(self._flush)
+            return
+        if self._thread is None:
+            self._thread = concurrent.futures.ThreadPoolExecutor(1, "swingup-model")
+        self._busy = True
+        start = time.perf_counter()
+        running = loop.run_in_executor(self._thread, model.predict, obs)
+
+        def done(result: asyncio.Future[Outputs]) -> None:
+            self._busy = False
+            if result.cancelled():
+                self._fail(batch, RuntimeError("the model thread stopped"))
+            elif (exc := result.exception()) is not None:
+                self._fail(batch, exc)
+            else:
+                self._deliver(batch, result.result(), waits, time.perf_counter() - start)
+            if self._pending and self._flush_handle is None:
+                self._flush_handle = loop.call_soon(self._flush)
+
+        running.add_done_callback(done)
+
+    def _fail(self, batch: list[_Pending], exc: BaseException) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(exc)
+
+    def _deliver(
+        self, batch: list[_Pending], outputs: Outputs, waits: list[float], run_s: float
+    ) -> None:
+        mean, std = outputs
+        rows = len(mean)
         self.calls += 1
         self.rows += rows
+        if self.observer is not None:
+            self.observer.batch(rows, waits, run_s)
         start = 0
         for item in batch:
             stop = start + len(item.obs)
-            item.future.set_result((mean[start:stop], std[start:stop]))
+            if not item.future.done():  # its caller may have gone while the model ran
+                item.future.set_result((mean[start:stop], std[start:stop]))
             start = stop

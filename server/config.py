@@ -22,10 +22,17 @@ MAX_BATCH_LIMIT = 65_536
 
 @dataclass
 class ServeConfig:
-    model: Path | None = option(None, f"ONNX model to serve (none: {contract.SHIPPED_MODEL})")
-    host: str = option("127.0.0.1", "address to bind; anything but loopback is served without TLS")
+    model: Path | None = option(
+        None,
+        "ONNX model to serve, or a directory of numbered versions (N/model.onnx, as in a Triton "
+        f"model repository) to serve the highest valid one of (none: {contract.SHIPPED_MODEL})",
+    )
+    host: str = option("127.0.0.1", "address to bind; beyond loopback, serve with --tls-cert")
     port: int = option(50051, "TCP port; 0 picks a free one (see the 'listening on' log line)")
     device: Device = option("auto", "onnxruntime execution provider: auto falls back to CPU")
+    model_name: str = option(
+        "pendulum-a2c", "the model's name in the Open Inference Protocol (KServe v2) service"
+    )
     max_batch: int = option(
         4096, "largest batch of observations per inference call, and so per request"
     )
@@ -39,6 +46,38 @@ class ServeConfig:
         10.0, "on SIGTERM/SIGINT, how long in-flight calls and streams may take to finish"
     )
     port_file: Path | None = option(None, "once serving, write the bound port here atomically")
+    # --- hardening: security, limits, reloads, metrics (README: security model, reloads) ---
+    tls_cert: Path | None = option(None, "serve TLS with this PEM certificate (chain)")
+    tls_key: Path | None = option(None, "the PEM private key of --tls-cert")
+    tls_client_ca: Path | None = option(
+        None, "mutual TLS: require client certificates signed by this PEM CA bundle"
+    )
+    auth_token_file: Path | None = option(
+        None,
+        "require 'authorization: Bearer <token>' on every call but health; one token per line, "
+        "reread when the file changes",
+    )
+    max_message_bytes: int = option(
+        1 << 20, "largest request or response message, in bytes; must hold a --max-batch request"
+    )
+    idle_timeout_s: float = option(
+        30.0,
+        "a stream idle this long (no request, or a reply left unread) is ended; also bounds a "
+        "connection's TLS handshake and closes connections idle this long",
+    )
+    max_queue: int | None = option(
+        None,
+        "most observations waiting for the model; a request beyond it gets RESOURCE_EXHAUSTED "
+        "at once (none: 4 x --max-batch)",
+    )
+    watch_s: float = option(
+        1.0, "how often to look for a new model version or token file (0: only on SIGHUP/admin)"
+    )
+    metrics_port: int | None = option(
+        None,
+        "serve Prometheus metrics at http://HOST:PORT/metrics (0 picks a free port; worker i of "
+        "--workers uses PORT+i)",
+    )
 
     def model_path(self) -> Path:
         return self.model if self.model is not None else SHIPPED_MODEL
@@ -59,12 +98,49 @@ class ServeConfig:
             raise UsageError(f"--grace-s {self.grace_s}: must be >= 0")
         if not self.host:
             raise UsageError("--host: must not be empty")
+        if not self.model_name:
+            raise UsageError("--model-name: must not be empty")
         if self.model is None and not SHIPPED_MODEL.is_file():
             raise UsageError(
                 f"the shipped model {SHIPPED_MODEL} is missing: run `make model` or pass --model"
             )
-        if self.model is not None and not self.model.is_file():
+        if self.model is not None and not self.model.exists():
             raise UsageError(f"model file not found: {self.model}")
+        self._check_hardening()
+
+    def _check_hardening(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise UsageError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+        for flag, path in (
+            ("--tls-cert", self.tls_cert),
+            ("--tls-key", self.tls_key),
+            ("--tls-client-ca", self.tls_client_ca),
+            ("--auth-token-file", self.auth_token_file),
+        ):
+            if path is not None and not path.is_file():
+                raise UsageError(f"{flag} {path}: no such file")
+        largest = self.max_batch * contract.OBS_DIM * 4 + 64  # packed floats and a few fields
+        if self.max_message_bytes < largest:
+            raise UsageError(
+                f"--max-message-bytes {self.max_message_bytes}: a request of --max-batch "
+                f"{self.max_batch} observations takes up to {largest} bytes"
+            )
+        if not self.idle_timeout_s > 0:
+            raise UsageError(f"--idle-timeout-s {self.idle_timeout_s}: must be > 0")
+        if self.max_queue is not None and self.max_queue < self.max_batch:
+            raise UsageError(
+                f"--max-queue {self.max_queue}: must be at least --max-batch {self.max_batch}"
+            )
+        if not self.watch_s >= 0:
+            raise UsageError(f"--watch-s {self.watch_s}: must be >= 0")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise UsageError(f"--metrics-port {self.metrics_port}: must be between 0 and 65535")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
 
 def address(host: str, port: int) -> str:

@@ -12,47 +12,99 @@ import numpy as np
 
 from server import sampling, validation
 from server.batching import Batcher
-from server.errors import InvalidRequest
+from server.errors import InvalidRequest, Overloaded
 from server.runtime import Runtime
 from server.sampling import Mode
 
 
 class DataPlane:
+    """The current model (swapped by a reload), the batcher, and the rules of a request.
+
+    A request runs on the model that is current when it enters and reports that model's
+    version, however soon a reload swaps in another; a session keeps the model it opened with.
+    """
+
     def __init__(self, runtime: Runtime, batcher: Batcher) -> None:
         self.runtime = runtime
         self.batcher = batcher
         # Unseeded requests draw from one generator seeded once from OS entropy.
         self._entropy = np.random.default_rng()
+        self.accepted = 0  # requests (calls and stream steps) that reached the batcher
+        self.answered = 0  # ...and got their actions
 
-    async def act(self, flat_obs: np.ndarray, mode: Mode, seed: int | None) -> np.ndarray:
-        """Actions [batch, action_dim] for packed observations; a seed makes sampling repeatable."""
-        return await self.act_with(flat_obs, mode, sampling.generator(seed, self._entropy))
+    @property
+    def version(self) -> str:
+        """The version new requests run on."""
+        return self.runtime.version
+
+    def use(self, runtime: Runtime) -> None:
+        """Swap in `runtime` for new requests and sessions; those in flight keep theirs."""
+        self.runtime = runtime
+
+    async def infer(
+        self, flat_obs: np.ndarray, mode: Mode, seed: int | None, deadline: float | None = None
+    ) -> Inference:
+        """The model's mean and std [batch, action_dim] for packed observations, the actions
+        drawn from them, and the version of the model that computed them. A seed makes sampling
+        repeatable; `deadline` is in the event loop's time."""
+        rng = sampling.generator(seed, self._entropy)
+        return await self._infer_with(self.runtime, flat_obs, mode, rng, deadline)
 
     def open_session(self, mode: Mode, seed: int | None) -> Session:
-        return Session(self, mode, seed, sampling.generator(seed, self._entropy))
+        """A session on the current model, for its whole life."""
+        return Session(self, self.runtime, mode, seed, sampling.generator(seed, self._entropy))
 
-    async def act_with(
-        self, flat_obs: np.ndarray, mode: Mode, rng: np.random.Generator
-    ) -> np.ndarray:
+    async def _infer_with(
+        self,
+        runtime: Runtime,
+        flat_obs: np.ndarray,
+        mode: Mode,
+        rng: np.random.Generator,
+        deadline: float | None,
+    ) -> Inference:
         obs = validation.observations(flat_obs, self.batcher.max_batch)
-        mean, std = await self.batcher.run(obs)
-        return validation.finite_actions(sampling.actions(mean, std, mode, rng))
+        self.accepted += 1
+        try:
+            mean, std = await self.batcher.run(runtime, obs, deadline)
+        except Overloaded:
+            self.accepted -= 1  # refused at the door: never accepted
+            raise
+        actions = validation.finite_actions(sampling.actions(mean, std, mode, rng))
+        self.answered += 1
+        return Inference(mean, std, actions, runtime.version)
+
+
+@dataclass(frozen=True)
+class Inference:
+    """One request's model outputs and the actions drawn from them, each [batch, action_dim],
+    and the version of the model that computed them."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    actions: np.ndarray
+    version: str
 
 
 @dataclass
 class Session:
-    """A control session: mode and seed fixed at the start, one generator for all its steps."""
+    """A control session: its model, mode and seed fixed at the start, one generator for all
+    its steps."""
 
     plane: DataPlane
+    runtime: Runtime
     mode: Mode
     seed: int | None
     rng: np.random.Generator
     steps: int = 0
 
-    async def step(self, flat_obs: np.ndarray) -> np.ndarray:
-        actions = await self.plane.act_with(flat_obs, self.mode, self.rng)
+    @property
+    def version(self) -> str:
+        return self.runtime.version
+
+    async def step(self, flat_obs: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        result = await self.plane._infer_with(self.runtime, flat_obs, self.mode, self.rng, deadline)
         self.steps += 1
-        return actions
+        return result.actions
 
     def check_unchanged(self, mode: Mode | None, seed: int | None) -> None:
         """A later request may repeat the session's mode and seed but not change them."""

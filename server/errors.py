@@ -29,12 +29,32 @@ class InvalidRequest(ServingError):
     """The request itself is malformed: the client must change it."""
 
 
+class UnknownModel(ServingError):
+    """The request names a model, or a version, that this server does not serve."""
+
+
+class Overloaded(ServingError):
+    """The batching queue is full: the request is refused at once rather than queued."""
+
+
+class DeadlineExpired(ServingError):
+    """The request's deadline passed before it ran, or a stream sat idle past its limit."""
+
+
+class Unauthenticated(ServingError):
+    """The call carries no valid bearer token."""
+
+
 class ModelError(Exception):
     """The model cannot be served (missing file, broken contract, unusable provider)."""
 
 
 _STATUS: dict[type[ServingError], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    UnknownModel: grpc.StatusCode.NOT_FOUND,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
 }
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from server.config import Device
@@ -119,6 +121,39 @@ def _check_graph(session: ort.InferenceSession) -> None:
         raise ModelError(f"model input is {inputs[0].type} {inputs[0].shape}, not float [batch, 3]")
 
 
+def check_onnx(data: bytes, path: Path) -> None:
+    """The ONNX checker with full shape inference, as the exporter runs it."""
+    try:
+        onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+    except Exception as exc:  # DecodeError, ValidationError, InferenceError...
+        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise ModelError(f"{path}: the ONNX checker rejected the model: {reason}") from None
+
+
+def smoke_observations() -> np.ndarray:
+    """Observations over the whole space: the circle of angles at the speed limits and at rest."""
+    theta = np.linspace(-np.pi, np.pi, 16, endpoint=False)
+    rows = [
+        np.stack([np.cos(theta), np.sin(theta), np.full_like(theta, speed)], axis=1)
+        for speed in (-contract.OBS_HIGH[2], 0.0, contract.OBS_HIGH[2])
+    ]
+    return np.concatenate(rows).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """A model call's duration as fixed + per-row time, measured at load."""
+
+    fixed_s: float = 0.0
+    per_row_s: float = 0.0
+
+    def __call__(self, rows: int) -> float:
+        return self.fixed_s + self.per_row_s * rows
+
+
+COST_PROBE_ROWS = 256
+
+
 @dataclass
 class Runtime:
     """A loaded, checked model: `predict(obs) -> (mean, std)` on the chosen provider."""
@@ -129,13 +164,17 @@ class Runtime:
     metadata: dict[str, str]
     providers: list[str]
     note: str
+    sha256: str = ""
+    cost: Cost = field(default_factory=Cost)
 
     @property
     def provider(self) -> str:
         return self.providers[0]
 
     @classmethod
-    def load(cls, path: Path, device: Device) -> Runtime:
+    def load(cls, path: Path, device: Device, version: str | None = None) -> Runtime:
+        """Load and check `path`: the ONNX checker, the graph and metadata of the contract, and a
+        smoke inference. `version` names it (default: the first 12 hex digits of its SHA-256)."""
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
         data = path.read_bytes()
@@ -150,13 +189,16 @@ class Runtime:
         _check_graph(session)
         metadata = dict(session.get_modelmeta().custom_metadata_map)
         check_metadata(metadata)
+        check_onnx(data, path)
+        sha256 = hashlib.sha256(data).hexdigest()
         runtime = cls(
             session=session,
             path=path,
-            version=hashlib.sha256(data).hexdigest()[:12],
+            version=sha256[:12] if version is None else version,
             metadata=metadata,
             providers=list(active),
             note=note,
+            sha256=sha256,
         )
         runtime.warm_up()
         return runtime
@@ -166,8 +208,35 @@ class Runtime:
         mean, std = self.session.run(None, {contract.INPUT_NAME: obs})
         return mean, std
 
+    def cost_s(self, rows: int) -> float:
+        return self.cost(rows)
+
     def warm_up(self) -> None:
-        """One call at load, so the first client does not pay for allocations, and a last check."""
-        mean, std = self.predict(np.zeros((1, contract.OBS_DIM), dtype=np.float32))
-        if mean.shape != (1, contract.ACTION_DIM) or std.shape != mean.shape:
-            raise ModelError(f"model returned shapes {mean.shape} and {std.shape} for one obs")
+        """A smoke inference at load, so the first client does not pay for allocations and a
+        model that breaks the contract's bounds is refused; it also times the model."""
+        obs = smoke_observations()
+        mean, std = self.predict(obs)
+        if mean.shape != (len(obs), contract.ACTION_DIM) or std.shape != mean.shape:
+            raise ModelError(
+                f"model returned shapes {mean.shape} and {std.shape} for {len(obs)} observations"
+            )
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            raise ModelError("model returned non-finite outputs for observations in the space")
+        if not (np.all(std > 0) and np.all(np.abs(mean) <= contract.ACTION_HIGH)):
+            raise ModelError(
+                "model broke the contract's bounds: std must be > 0 and |mean| <= "
+                f"{contract.ACTION_HIGH}"
+            )
+        one = self._time(obs[:1])
+        many = self._time(np.resize(obs, (COST_PROBE_ROWS, contract.OBS_DIM)))
+        per_row = max(0.0, (many - one) / (COST_PROBE_ROWS - 1))
+        self.cost = Cost(max(0.0, one - per_row), per_row)
+
+    def _time(self, obs: np.ndarray) -> float:
+        """The best of three calls: the model's own time, not the machine's hiccups."""
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            self.predict(obs)
+            best = min(best, time.perf_counter() - start)
+        return best

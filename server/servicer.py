@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -13,7 +14,7 @@ from google.protobuf.message import DecodeError, Message
 import swingup
 from server import errors
 from server.dataplane import DataPlane
-from server.errors import InvalidRequest
+from server.errors import DeadlineExpired, InvalidRequest
 from server.sampling import Mode
 from swingup import contract
 from swingup.v1 import policy_pb2 as pb
@@ -29,6 +30,7 @@ _MODES: dict[int, Mode] = {
 
 Context = grpc.aio.ServicerContext[Any, Any]
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -69,27 +71,44 @@ def _obs(values: Any) -> np.ndarray:
     return np.array(values, dtype=np.float32)
 
 
+def deadline_of(context: Context) -> float | None:
+    """The call's deadline in the event loop's time, if the client set one."""
+    remaining = context.time_remaining()
+    return None if remaining is None else asyncio.get_running_loop().time() + remaining
+
+
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
-    def __init__(self, plane: DataPlane, workers: int = 1) -> None:
+    def __init__(self, plane: DataPlane, workers: int = 1, idle_timeout_s: float = 30.0) -> None:
         self.plane = plane
-        self.version = plane.runtime.version
-        self.info = _model_info(plane, workers)
+        self.workers = workers
+        self.idle_timeout_s = idle_timeout_s
 
     @errors.unary
     async def Act(self, request: pb.ActRequest | Malformed, context: Context) -> pb.ActResponse:
         request = _parsed(request)
         seed = request.seed if request.HasField("seed") else None
-        actions = await self.plane.act(_obs(request.obs), _mode(request.mode), seed)
+        result = await self.plane.infer(
+            _obs(request.obs), _mode(request.mode), seed, deadline_of(context)
+        )
         return pb.ActResponse(
-            actions=actions.ravel().tolist(), batch_size=len(actions), model_version=self.version
+            actions=result.actions.ravel().tolist(),
+            batch_size=len(result.actions),
+            model_version=result.version,
         )
 
-    @errors.streaming
-    async def StreamAct(
+    @errors.unary  # a streaming call that writes with context.write(): see _within_idle
+    async def StreamAct(  # type: ignore[override]
         self, request_iterator: AsyncIterator[pb.StreamActRequest | Malformed], context: Context
-    ) -> AsyncIterator[pb.StreamActResponse]:
+    ) -> None:
+        # The session keeps the model it opened with for its whole life: every reply of one
+        # stream names one version. A controller picks up a new version with a new stream.
         session = None
-        async for item in request_iterator:
+        requests = aiter(request_iterator)
+        while True:
+            try:
+                item = await self._within_idle(anext(requests), "waiting for the next request")
+            except StopAsyncIteration:
+                return
             request = _parsed(item)
             seed = request.seed if request.HasField("seed") else None
             if session is None:
@@ -98,20 +117,31 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 mode = None if request.mode == pb.MODE_UNSPECIFIED else _mode(request.mode)
                 session.check_unchanged(mode, seed)
             step = session.steps
-            actions = await session.step(_obs(request.obs))
-            yield pb.StreamActResponse(
+            actions = await session.step(_obs(request.obs), deadline_of(context))
+            reply = pb.StreamActResponse(
                 actions=actions.ravel().tolist(),
                 batch_size=len(actions),
-                model_version=self.version,
+                model_version=session.version,
                 step=step,
             )
+            await self._within_idle(context.write(reply), "waiting for the client to read")
+
+    async def _within_idle(self, step: Awaitable[T], doing: str) -> T:
+        """`step`, unless the client leaves the stream idle longer than the limit: a silent
+        client, or one that stops reading its replies, cannot hold a stream forever."""
+        try:
+            return await asyncio.wait_for(step, self.idle_timeout_s)
+        except asyncio.TimeoutError:
+            raise DeadlineExpired(
+                f"stream idle for {self.idle_timeout_s:g} s {doing}: closed by the server"
+            ) from None
 
     @errors.unary
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest | Malformed, context: Context
     ) -> pb.ModelInfo:
         _parsed(request)
-        return self.info
+        return _model_info(self.plane, self.workers)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """The generated add_PolicyServiceServicer_to_server, with parsers that do not raise."""

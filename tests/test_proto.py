@@ -17,6 +17,10 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
     protogen.generate(tmp_path)
     fresh = sorted(p.relative_to(tmp_path / "swingup" / "v1") for p in tmp_path.rglob("*.py*"))
     assert [str(p) for p in fresh] == [
+        "admin_pb2.py",
+        "admin_pb2.pyi",
+        "admin_pb2_grpc.py",
+        "admin_pb2_grpc.pyi",
         "policy_pb2.py",
         "policy_pb2.pyi",
         "policy_pb2_grpc.py",
@@ -54,3 +58,12 @@ def test_service_shape() -> None:
     }
     assert dict(pb.Mode.items()) == {"MODE_UNSPECIFIED": 0, "MODE_MEAN": 1, "MODE_SAMPLE": 2}
     assert pb.ActRequest.DESCRIPTOR.fields_by_name["seed"].has_presence
+
+
+def test_admin_service_shape() -> None:
+    from swingup.v1 import admin_pb2
+
+    service = admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
+    assert service.full_name == "swingup.v1.AdminService"
+    shapes = {m.name: (m.client_streaming, m.server_streaming) for m in service.methods}
+    assert shapes == {"ReloadModel": (False, False), "ListVersions": (False, False)}

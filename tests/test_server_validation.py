@@ -66,7 +66,7 @@ def test_a_seed_gives_its_own_generator_and_none_the_shared_one() -> None:
 
 def test_a_session_refuses_a_change_of_mode_or_seed(model_path: Path) -> None:
     runtime = Runtime.load(model_path, "cpu")
-    plane = DataPlane(runtime, Batcher(runtime.predict, max_batch=8))
+    plane = DataPlane(runtime, Batcher(max_batch=8))
     session = plane.open_session("sample", 5)
     session.check_unchanged(None, None)
     session.check_unchanged("sample", 5)
@@ -78,7 +78,7 @@ def test_a_session_refuses_a_change_of_mode_or_seed(model_path: Path) -> None:
 
 def test_oversize_requests_are_refused_before_the_batcher(model_path: Path) -> None:
     runtime = Runtime.load(model_path, "cpu")
-    plane = DataPlane(runtime, Batcher(runtime.predict, max_batch=8))
+    plane = DataPlane(runtime, Batcher(max_batch=8))
     with pytest.raises(InvalidRequest, match="oversize batch: 9 observations"):
-        asyncio.run(plane.act(np.zeros(27, dtype=np.float32), "mean", None))
+        asyncio.run(plane.infer(np.zeros(27, dtype=np.float32), "mean", None))
     assert plane.batcher.calls == 0

@@ -26,12 +26,14 @@ def gae(
     `cut_bootstrap_at_truncation` (the notebook's done) any episode end.
     A_t = delta_t + gamma * lam * (1 - done_t) * A_{t+1}; the chain never crosses an episode end.
     """
-    done = torch.logical_or(terminated, truncated).to(rewards.dtype)
-    stop = done if cut_bootstrap_at_truncation else terminated.to(rewards.dtype)
-    deltas = rewards + gamma * next_values * (1.0 - stop) - values
+    ongoing = (~(terminated | truncated)).to(rewards.dtype)
+    bootstrap = ongoing if cut_bootstrap_at_truncation else (~terminated).to(rewards.dtype)
+    deltas = rewards + gamma * next_values * bootstrap - values
+    if rewards.shape[0] == 1:  # one step: the TD error itself (the seed preset, every frame)
+        return deltas, deltas + values
     advantages = torch.empty_like(rewards)
     carry = torch.zeros_like(rewards[0])
     for t in range(rewards.shape[0] - 1, -1, -1):
-        carry = deltas[t] + gamma * lam * (1.0 - done[t]) * carry
+        carry = deltas[t] + gamma * lam * ongoing[t] * carry
         advantages[t] = carry
     return advantages, advantages + values

@@ -1,0 +1,125 @@
+"""Bearer tokens: `--auth-token-file`, checked by an interceptor on every service but health.
+
+The file holds one token per line (blank lines and lines starting with # are skipped). It is
+read again when it changes (the server polls it, and SIGHUP rereads it at once), so a token is
+added or revoked without a restart. Only SHA-256 digests of the tokens are kept; a presented
+token is hashed and compared with every digest in constant time, and no token is ever logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from server import interceptors
+from server.errors import Unauthenticated
+
+log = logging.getLogger("swingup.serve")
+
+# Calls that need no token: health stays open for load balancers' and kubelet's probes.
+OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+REFUSAL = "missing or invalid bearer token (metadata 'authorization: Bearer <token>')"
+
+
+def parse_tokens(text: str) -> list[str]:
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)  # follows symlinks: a Kubernetes secret swaps its ..data link
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class TokenFile:
+    """The tokens of one file, read again whenever its modification time, size or inode change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._digests: list[bytes] = []
+        self._stamp: tuple[int, int, int] | None = None
+
+    def load(self) -> int:
+        """Read the file now; the number of tokens. OSError if it cannot be read."""
+        stamp = _stamp(self.path)
+        tokens = parse_tokens(self.path.read_text())
+        self._digests = [_digest(token) for token in tokens]
+        self._stamp = stamp
+        return len(tokens)
+
+    def refresh(self, force: bool = False) -> None:
+        """Reread the file if it changed (or if `force`). An unreadable file keeps the tokens
+        that were read last: a half-replaced secret must not lock everyone out, nor in."""
+        stamp = _stamp(self.path)
+        if stamp == self._stamp and not force:
+            return
+        try:
+            count = self.load()
+        except OSError as exc:
+            if stamp != self._stamp or force:
+                log.warning(
+                    "auth: cannot read %s (%s); keeping the %d token(s) read before",
+                    self.path,
+                    exc.strerror,
+                    len(self._digests),
+                )
+            self._stamp = stamp
+            return
+        if count == 0:
+            log.warning("auth: %s holds no token: every call but health is refused", self.path)
+        else:
+            log.info("auth: %d token(s) loaded from %s", count, self.path)
+
+    def accepts(self, token: str) -> bool:
+        """Whether `token` is one of the file's, in time independent of which or how similar."""
+        digest = _digest(token)
+        found = False
+        for known in self._digests:
+            found |= hmac.compare_digest(known, digest)
+        return found
+
+
+def bearer(metadata: Sequence[Any] | None) -> str | None:
+    """The token of the call's `authorization: Bearer <token>` metadata, if any."""
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+class TokenAuth(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Refuse every call without a valid token with UNAUTHENTICATED, before its request is read;
+    health calls pass (OPEN_PREFIXES)."""
+
+    def __init__(self, tokens: TokenFile) -> None:
+        self.tokens = tokens
+
+    async def intercept_service(  # type: ignore[override]  # gRPC takes None: no such method
+        self, continuation: interceptors.Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> interceptors.Handler | None:
+        method = handler_call_details.method
+        if method.startswith(OPEN_PREFIXES):
+            return await continuation(handler_call_details)
+        token = bearer(handler_call_details.invocation_metadata)
+        if token is not None and self.tokens.accepts(token):
+            return await continuation(handler_call_details)
+        # Unknown methods are refused the same way: no token, no map of the server.
+        return interceptors.refusing(
+            await continuation(handler_call_details), Unauthenticated(REFUSAL)
+        )

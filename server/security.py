@@ -1,0 +1,65 @@
+"""TLS credentials, connection limits and the interceptors a config asks for.
+
+See the README's security model: TLS or mutual TLS on the port (`--tls-cert`, `--tls-key`,
+`--tls-client-ca`), bearer tokens on every call but health (`server.auth`), message size limits,
+and timeouts so that a silent or slow peer cannot hold a connection or a stream forever.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import grpc
+
+from server.config import ServeConfig
+from swingup.cli import UsageError
+
+# Ping an idle client's connection this often, and drop it if the ping is not answered within
+# KEEPALIVE_TIMEOUT_MS: a peer that vanished without closing frees its connection.
+KEEPALIVE_MS = 60_000
+KEEPALIVE_TIMEOUT_MS = 20_000
+
+
+def channel_options(config: ServeConfig, reuse_port: bool) -> list[tuple[str, Any]]:
+    idle_ms = max(1, round(config.idle_timeout_s * 1000))
+    return [
+        # Without SO_REUSEPORT (gRPC sets it by default on Linux) a second server on a busy
+        # port fails to bind instead of silently sharing it.
+        ("grpc.so_reuseport", int(reuse_port)),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.server_handshake_timeout_ms", idle_ms),
+        ("grpc.max_connection_idle_ms", idle_ms),
+        ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ]
+
+
+def server_credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
+    """The port's TLS credentials (None: plaintext); a bad file is a one-line usage error."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    # gRPC would accept unusable PEM here and fail every handshake later; ssl says why now.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise UsageError(
+            f"--tls-cert {config.tls_cert} / --tls-key {config.tls_key}: not a matching PEM "
+            f"certificate and key ({exc})"
+        ) from None
+    client_ca = None
+    if config.tls_client_ca is not None:
+        try:
+            context.load_verify_locations(config.tls_client_ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise UsageError(
+                f"--tls-client-ca {config.tls_client_ca}: not a PEM CA bundle ({exc})"
+            ) from None
+        client_ca = config.tls_client_ca.read_bytes()
+    return grpc.ssl_server_credentials(
+        [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )

@@ -1,0 +1,126 @@
+"""`--metrics-port`: Prometheus text at /metrics, for every service, batches, queues, versions."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from support import observations, start_server
+
+from client import PolicyClient, PolicyError
+from client.localserver import LocalServer
+from client.wire import Credentials
+from trainer import triton_repo
+
+ACT = "/swingup.v1.PolicyService/Act"
+
+
+def scrape(server: LocalServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the server's /metrics, keyed by name and sorted labels."""
+    line = server.wait_for_line(r"metrics on http://")
+    url = re.search(r"(http://\S+/metrics)", line)
+    assert url is not None
+    with urllib.request.urlopen(url.group(1), timeout=10) as reply:
+        assert reply.headers["Content-Type"].startswith("text/plain")
+        text = reply.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_count_calls_batches_queueing_versions_and_reloads(
+    model_path: Path, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "repo" / "pendulum-a2c"
+    triton_repo.add_version(model_dir.parent, model_path.read_bytes(), model_dir.name)
+    tokens = tmp_path / "tokens"
+    tokens.write_text("metrics-test-token\n")
+    with start_server(
+        model_dir,
+        "--metrics-port",
+        "0",
+        "--auth-token-file",
+        str(tokens),
+        "--watch-s",
+        "0",
+    ) as server:
+        assert server.target is not None
+        allowed = Credentials(token="metrics-test-token")
+        with PolicyClient(server.target, timeout=10, credentials=allowed) as client:
+            for _ in range(3):
+                client.act(observations(5))
+            with pytest.raises(PolicyError):
+                client.act(np.full((1, 3), np.nan, np.float32))  # INVALID_ARGUMENT
+            with client.stream() as session:
+                for _ in range(4):
+                    session.act(observations(2))
+            assert client.health() == "SERVING"
+        with PolicyClient(server.target, timeout=10) as anonymous, pytest.raises(PolicyError):
+            anonymous.act(observations(1))  # UNAUTHENTICATED
+        samples = scrape(server)
+        assert value(samples, "swingup_grpc_calls_total", method=ACT, code="OK") == 3
+        assert value(samples, "swingup_grpc_calls_total", method=ACT, code="INVALID_ARGUMENT") == 1
+        assert value(samples, "swingup_grpc_calls_total", method=ACT, code="UNAUTHENTICATED") == 1
+        stream = "/swingup.v1.PolicyService/StreamAct"
+        assert value(samples, "swingup_grpc_calls_total", method=stream, code="OK") == 1
+        health = "/grpc.health.v1.Health/Check"
+        assert value(samples, "swingup_grpc_calls_total", method=health, code="OK") == 1
+        assert value(samples, "swingup_grpc_call_seconds_count", method=ACT) == 5
+        # 3 unary calls of 5 observations and 4 stream steps of 2: 7 requests, 23 observations.
+        assert value(samples, "swingup_batch_size_sum") == 23
+        assert 1 <= value(samples, "swingup_batch_size_count") <= 7
+        assert value(samples, "swingup_queue_seconds_count") == 7
+        assert value(samples, "swingup_model_call_seconds_count") >= 1
+        assert value(samples, "swingup_queue_observations") == 0
+        info = {
+            "version": "1",
+            "provider": "CPUExecutionProvider",
+            "path": str(model_dir / "1" / "model.onnx"),
+        }
+        assert value(samples, "swingup_model_info", **info) == 1
+        assert value(samples, "swingup_model_reloads_total") == 0
+        assert value(samples, "swingup_model_reload_failures_total") == 0
+
+        # A corrupt version is refused (counted), a good one is swapped in (counted, info moves).
+        with PolicyClient(server.target, timeout=10, credentials=allowed) as client:
+            triton_repo.add_version(model_dir.parent, b"corrupt", model_dir.name)
+            assert client.reload_model().model_version == "1"
+            triton_repo.add_version(model_dir.parent, model_path.read_bytes(), model_dir.name)
+            assert client.reload_model().model_version == "3"
+        samples = scrape(server)
+        assert value(samples, "swingup_model_reload_failures_total") == 1
+        assert value(samples, "swingup_model_reloads_total") == 1
+        info = {**info, "version": "3", "path": str(model_dir / "3" / "model.onnx")}
+        assert value(samples, "swingup_model_info", **info) == 1
+        reload = "/swingup.v1.AdminService/ReloadModel"
+        assert value(samples, "swingup_grpc_calls_total", method=reload, code="OK") == 2
+        assert server.stop() == 0
+
+
+def test_no_metrics_port_no_metrics(server: LocalServer) -> None:
+    assert not any("metrics on" in line for line in server.lines)
+
+
+def test_a_refused_call_is_counted_with_its_status(model_path: Path) -> None:
+    with start_server(model_path, "--metrics-port", "0", "--max-batch", "4") as server:
+        assert server.target is not None
+        with grpc.insecure_channel(server.target) as channel:
+            call = channel.unary_unary(ACT, None, None)
+            with pytest.raises(grpc.RpcError):
+                call(b"\xff\xff", timeout=10)  # not an ActRequest
+        samples = scrape(server)
+        assert value(samples, "swingup_grpc_calls_total", method=ACT, code="INVALID_ARGUMENT") == 1
+        assert server.stop() == 0

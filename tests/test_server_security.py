@@ -1,0 +1,391 @@
+"""Security and limits: TLS and mutual TLS, bearer tokens, message sizes, idle streams."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from certs import Authority, Pair
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from support import observations, start_server
+
+from client import PolicyClient, PolicyError
+from client.localserver import LocalServer
+from client.wire import Credentials
+from swingup.v1 import admin_pb2, admin_pb2_grpc, policy_pb2_grpc
+from swingup.v1 import policy_pb2 as pb
+
+TOKENS = ("first-token-6f1d2a", "second-token-93be07")
+Metadata = tuple[tuple[str, str], ...] | None
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Authority
+    server: Pair
+    client: Pair
+    stranger: Pair  # a client certificate from another CA
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    root = tmp_path_factory.mktemp("pki")
+    ca = Authority.create(root / "ca")
+    other = Authority.create(root / "other", "Some other CA")
+    return Pki(
+        ca,
+        ca.issue("server", server=True),
+        ca.issue("controller-1", server=False),
+        other.issue("intruder", server=False),
+    )
+
+
+@pytest.fixture(scope="module")
+def token_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("auth") / "tokens"
+    path.write_text(f"# controllers\n{TOKENS[0]}\n\n  {TOKENS[1]}  \n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def guarded(model_path: Path, pki: Pki, token_file: Path) -> Iterator[LocalServer]:
+    """TLS and tokens together, as a server beyond loopback would run."""
+    with start_server(
+        model_path,
+        "--tls-cert",
+        str(pki.server.cert),
+        "--tls-key",
+        str(pki.server.key),
+        "--auth-token-file",
+        str(token_file),
+    ) as server:
+        yield server
+        assert server.stop() == 0
+
+
+def client_of(
+    server: LocalServer, token: str | None = None, ca: Path | None = None
+) -> PolicyClient:
+    assert server.target is not None
+    return PolicyClient(server.target, timeout=10, credentials=Credentials(ca=ca, token=token))
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "client", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+# --- TLS ---------------------------------------------------------------------------------
+
+
+def test_tls_serves_and_a_plaintext_client_fails_with_a_clear_error(
+    guarded: LocalServer, pki: Pki
+) -> None:
+    with client_of(guarded, TOKENS[0], pki.ca.cert) as client:
+        assert client.act(observations(3)).shape == (3, 1)
+    with client_of(guarded, TOKENS[0]) as plaintext, pytest.raises(PolicyError) as raised:
+        plaintext.act(observations(1))
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+    assert "if the server serves TLS, pass --tls-ca" in str(raised.value)
+    assert guarded.target is not None
+    refused = cli("info", "--target", guarded.target, "--timeout", "5")
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1 and "pass --tls-ca" in refused.stderr
+    served = cli(
+        "info", "--target", guarded.target, "--tls-ca", str(pki.ca.cert),
+        env={"SWINGUP_TOKEN": TOKENS[1]},
+    )  # fmt: skip
+    assert served.returncode == 0, served.stderr
+    assert '"execution_provider": "CPUExecutionProvider"' in served.stdout
+
+
+def test_a_tls_client_against_a_plaintext_server_fails_clearly(target: str, pki: Pki) -> None:
+    credentials = Credentials(ca=pki.ca.cert)
+    with (
+        PolicyClient(target, timeout=5, credentials=credentials) as client,
+        pytest.raises(PolicyError) as raised,
+    ):
+        client.act(observations(1))
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+    assert "no TLS handshake succeeded" in str(raised.value)
+
+
+def test_mutual_tls_admits_only_clients_the_ca_signed(model_path: Path, pki: Pki) -> None:
+    with start_server(
+        model_path,
+        "--tls-cert",
+        str(pki.server.cert),
+        "--tls-key",
+        str(pki.server.key),
+        "--tls-client-ca",
+        str(pki.ca.cert),
+    ) as server:
+        assert server.target is not None
+
+        def act_as(pair: Pair | None) -> None:
+            cert, key = (pair.cert, pair.key) if pair else (None, None)
+            credentials = Credentials(ca=pki.ca.cert, cert=cert, key=key)
+            with PolicyClient(server.target or "", timeout=5, credentials=credentials) as c:
+                c.act(observations(1))
+
+        act_as(pki.client)
+        for stranger in (None, pki.stranger):
+            with pytest.raises(PolicyError) as raised:
+                act_as(stranger)
+            assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+        done = cli(
+            "info", "--target", server.target, "--tls-ca", str(pki.ca.cert),
+            "--tls-cert", str(pki.client.cert), "--tls-key", str(pki.client.key),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--tls-cert", "CERT"], "--tls-cert and --tls-key go together"),
+        (["--tls-client-ca", "CA"], "--tls-client-ca needs --tls-cert"),
+        (["--tls-cert", "CERT", "--tls-key", "OTHER_KEY"], "not a matching PEM certificate"),
+        (["--tls-cert", "CA", "--tls-key", "CA"], "not a matching PEM certificate"),
+        (["--auth-token-file", "MISSING"], "--auth-token-file"),
+        (["--auth-token-file", "EMPTY"], "holds no token"),
+        (["--max-batch", "4096", "--max-message-bytes", "1000"], "--max-message-bytes 1000"),
+        (["--max-batch", "64", "--max-queue", "10"], "--max-queue 10"),
+        (["--idle-timeout-s", "0"], "--idle-timeout-s 0"),
+    ],
+)
+def test_bad_security_settings_are_one_line(
+    model_path: Path, pki: Pki, tmp_path: Path, flags: list[str], message: str
+) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("# no tokens yet\n")
+    names = {
+        "CERT": pki.server.cert,
+        "CA": pki.ca.cert,
+        "OTHER_KEY": pki.client.key,
+        "MISSING": tmp_path / "missing",
+        "EMPTY": empty,
+    }
+    args = [str(names.get(flag, flag)) for flag in flags]
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--port", "0", "--model", str(model_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "swingup-serve: error:" in line]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- tokens ------------------------------------------------------------------------------
+
+
+def test_every_service_but_health_needs_a_valid_token(guarded: LocalServer, pki: Pki) -> None:
+    assert guarded.target is not None
+    credentials = grpc.ssl_channel_credentials(pki.ca.cert.read_bytes())
+    obs = observations(2).ravel().tolist()
+    with grpc.secure_channel(guarded.target, credentials) as channel:
+        policy = policy_pb2_grpc.PolicyServiceStub(channel)
+        admin = admin_pb2_grpc.AdminServiceStub(channel)
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        calls: dict[str, Callable[[Metadata], object]] = {
+            "Act": lambda md: policy.Act(pb.ActRequest(obs=obs), timeout=10, metadata=md),
+            "StreamAct": lambda md: list(
+                policy.StreamAct(iter([pb.StreamActRequest(obs=obs)]), timeout=10, metadata=md)
+            ),
+            "GetModelInfo": lambda md: policy.GetModelInfo(
+                pb.GetModelInfoRequest(), timeout=10, metadata=md
+            ),
+            "ListVersions": lambda md: admin.ListVersions(
+                admin_pb2.ListVersionsRequest(), timeout=10, metadata=md
+            ),
+            "ReloadModel": lambda md: admin.ReloadModel(
+                admin_pb2.ReloadModelRequest(), timeout=10, metadata=md
+            ),
+            "reflection": lambda md: list(
+                reflection.ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                    timeout=10,
+                    metadata=md,
+                )
+            ),
+            "unknown": lambda md: channel.unary_unary("/no.Such/Method", None, None)(
+                b"", timeout=10, metadata=md
+            ),
+        }
+        refused: list[Metadata] = [
+            None,
+            (("authorization", "Bearer wrong-token"),),
+            (("authorization", f"Basic {TOKENS[0]}"),),
+            (("authorization", f"Bearer {TOKENS[0][:-1]}"),),
+            (("authorization", "Bearer "),),
+        ]
+        for name, call in calls.items():
+            for metadata in refused:
+                with pytest.raises(grpc.RpcError) as raised:
+                    call(metadata)
+                assert isinstance(raised.value, grpc.Call)
+                assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
+                assert "bearer token" in (raised.value.details() or "")
+            if name != "unknown":
+                for token in TOKENS:
+                    call((("authorization", f"Bearer {token}"),))
+    with client_of(guarded, None, pki.ca.cert) as anonymous:
+        assert anonymous.health() == "SERVING"  # probes need no token
+
+
+def test_tokens_are_never_logged(guarded: LocalServer, pki: Pki) -> None:
+    with (
+        client_of(guarded, "an-intruders-guess", pki.ca.cert) as client,
+        pytest.raises(PolicyError),
+    ):
+        client.act(observations(1))
+    log = "\n".join(guarded.lines)
+    for secret in (*TOKENS, "an-intruders-guess"):
+        assert secret not in log
+    assert any("auth: 2 token(s) loaded" in line for line in guarded.lines)
+
+
+def test_the_token_file_is_reread_when_it_changes(model_path: Path, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("old-token\n")
+    with start_server(model_path, "--auth-token-file", str(tokens), "--watch-s", "0.05") as server:
+        with client_of(server, "old-token") as old, client_of(server, "new-token") as new:
+            old.act(observations(1))
+            mark = len(server.lines)
+            # Replaced as secrets managers do: a new file renamed over the old one.
+            (tmp_path / "tokens.new").write_text("new-token\n")
+            os.replace(tmp_path / "tokens.new", tokens)
+            server.wait_for_line(r"auth: 1 token\(s\) loaded", start=mark)
+            new.act(observations(1))
+            with pytest.raises(PolicyError) as raised:
+                old.act(observations(1))
+            assert raised.value.code == grpc.StatusCode.UNAUTHENTICATED
+            # SIGHUP rereads it at once, without waiting for the poll.
+            mark = len(server.lines)
+            tokens.write_text("old-token\nnew-token\n")
+            server.process.send_signal(signal.SIGHUP)
+            server.wait_for_line(r"auth: 2 token\(s\) loaded", start=mark)
+            old.act(observations(1))
+            new.act(observations(1))
+        assert server.stop() == 0
+
+
+def test_the_client_cli_reads_the_token_file(
+    guarded: LocalServer, pki: Pki, tmp_path: Path
+) -> None:
+    assert guarded.target is not None
+    mine = tmp_path / "my-token"
+    mine.write_text(f"{TOKENS[0]}\n")
+    common = ["--target", guarded.target, "--tls-ca", str(pki.ca.cert), "--timeout", "10"]
+    done = cli("drive", *common, "--token-file", str(mine), "--episodes", "1", "--stream")
+    assert done.returncode == 0, done.stderr
+    refused = cli("versions", *common, env={"SWINGUP_TOKEN": "not-a-token"})
+    assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+
+
+# --- limits ------------------------------------------------------------------------------
+
+
+def test_messages_beyond_the_size_limit_are_refused(model_path: Path) -> None:
+    with start_server(
+        model_path, "--max-batch", "64", "--max-queue", "64", "--max-message-bytes", "2048"
+    ) as server:
+        assert server.target is not None
+        with grpc.insecure_channel(server.target) as channel:
+            stub = policy_pb2_grpc.PolicyServiceStub(channel)
+            huge = pb.ActRequest(obs=[0.5] * 3 * 1000)  # 12 kB
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Act(huge, timeout=10)
+            assert isinstance(raised.value, grpc.Call)
+            assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            reply = stub.Act(pb.ActRequest(obs=observations(64).ravel().tolist()), timeout=10)
+            assert reply.batch_size == 64
+        assert server.stop() == 0
+
+
+def test_a_silent_stream_is_ended_after_the_idle_timeout(model_path: Path) -> None:
+    with start_server(model_path, "--idle-timeout-s", "0.5") as server:
+        assert server.target is not None
+        with grpc.insecure_channel(server.target) as channel:
+            requests: queue.SimpleQueue[pb.StreamActRequest | None] = queue.SimpleQueue()
+            stub = policy_pb2_grpc.PolicyServiceStub(channel)
+            replies = iter(stub.StreamAct(iter(requests.get, None), timeout=30))
+            requests.put(pb.StreamActRequest(obs=observations(1).ravel().tolist()))
+            assert next(replies).step == 0
+            start = time.perf_counter()
+            with pytest.raises(grpc.RpcError) as raised:
+                next(replies)  # the client goes silent; the server ends the stream
+            assert time.perf_counter() - start >= 0.4  # it waited for the idle limit...
+            assert isinstance(raised.value, grpc.Call)
+            assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # ...not the 30 s
+            assert "stream idle for 0.5 s" in (raised.value.details() or "")
+            requests.put(None)
+        with PolicyClient(server.target, timeout=10) as client:
+            assert client.act(observations(1)).shape == (1, 1)  # the server goes on
+        assert server.stop() == 0
+    assert not any("Traceback" in line or " ERROR " in line for line in server.lines)
+
+
+def test_a_client_that_stops_reading_is_cut_off(model_path: Path) -> None:
+    async def flood(target: str) -> grpc.StatusCode:
+        async with grpc.aio.insecure_channel(target) as channel:
+            call = policy_pb2_grpc.PolicyServiceStub(channel).StreamAct(None)
+            request = pb.StreamActRequest(obs=observations(100).ravel().tolist())
+            # Write and never read: the replies fill the flow-control windows, the server's
+            # write stalls, and the idle limit ends the stream. Bounded by count and time.
+            try:
+                for _ in range(200_000):
+                    await asyncio.wait_for(call.write(request), 10)
+            except grpc.RpcError:
+                pass
+            code: grpc.StatusCode = await asyncio.wait_for(call.code(), 30)
+            return code
+
+    with start_server(model_path, "--idle-timeout-s", "0.5") as server:
+        assert server.target is not None
+        assert asyncio.run(flood(server.target)) != grpc.StatusCode.OK
+        with PolicyClient(server.target, timeout=10) as client:
+            assert client.health() == "SERVING"
+            assert client.act(observations(1)).shape == (1, 1)
+        assert server.stop() == 0
+    assert not any("Traceback" in line for line in server.lines)
+
+
+def test_a_connection_that_never_handshakes_is_closed(model_path: Path, pki: Pki) -> None:
+    with start_server(
+        model_path,
+        "--tls-cert",
+        str(pki.server.cert),
+        "--tls-key",
+        str(pki.server.key),
+        "--idle-timeout-s",
+        "0.5",
+    ) as server:
+        assert server.target is not None
+        host, port = server.target.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as silent:
+            silent.settimeout(10)  # the server, not this bound, must end it
+            start = time.perf_counter()
+            assert silent.recv(1) == b""  # closed by the server, nothing sent
+            assert time.perf_counter() - start < 10
+        assert server.stop() == 0
