@@ -28,7 +28,10 @@ RETRY_POLICY: dict[str, Any] = {
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
 SERVICE_CONFIG = {
-    "methodConfig": [{"name": [{"service": SERVICE_NAME}], "retryPolicy": RETRY_POLICY}]
+    "methodConfig": [{"name": [{"service": SERVICE_NAME}], "retryPolicy": RETRY_POLICY}],
+    # With a name that resolves to many servers (a headless Kubernetes Service), spread calls
+    # over all of them instead of pinning every call to the first; one address is unaffected.
+    "loadBalancingConfig": [{"round_robin": {}}],
 }
 
 

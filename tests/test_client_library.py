@@ -161,3 +161,23 @@ def test_unavailable_is_retried_with_backoff_and_nothing_else_is(
     ):
         client.act(observations(2))
     assert invalid.attempts == 1
+
+
+def test_calls_are_spread_over_every_address_a_name_resolves_to() -> None:
+    """Client-side round robin: replicas behind one name (a headless Service) all get calls."""
+    replicas = [Flaky(0), Flaky(0)]
+    servers, ports = [], []
+    for servicer in replicas:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        policy_pb2_grpc.add_PolicyServiceServicer_to_server(servicer, server)
+        ports.append(server.add_insecure_port("127.0.0.1:0"))
+        server.start()
+        servers.append(server)
+    try:
+        with PolicyClient(f"ipv4:127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}") as client:
+            for _ in range(20):
+                client.act(observations(1))
+    finally:
+        for server in servers:
+            server.stop(None)
+    assert [r.attempts for r in replicas] == [10, 10]

@@ -21,7 +21,7 @@ from torch import nn
 from swingup import contract
 from trainer.advantages import gae
 from trainer.config import Hyperparams
-from trainer.networks import Actor, Critic
+from trainer.networks import build_actor, build_critic
 from trainer.normalization import RunningMeanStd
 
 LOG_SQRT_2PI = 0.5 * float(np.log(2.0 * np.pi))
@@ -63,19 +63,8 @@ class A2C:
 
     def __init__(self, hp: Hyperparams) -> None:
         self.hp = hp
-        self.actor = Actor(
-            hidden=hp.hidden,
-            layers=hp.layers,
-            std_param=hp.std_param,
-            min_std=hp.min_std,
-            init_std=hp.init_std,
-            ortho_init=hp.ortho_init,
-        )
-        self.critic = Critic(
-            hidden=hp.critic_hidden or hp.hidden,
-            layers=hp.critic_layers or hp.layers,
-            ortho_init=hp.ortho_init,
-        )
+        self.actor = build_actor(hp)
+        self.critic = build_critic(hp)
         std_head = list(self.actor.log_std_layer.parameters())
         std_ids = {id(p) for p in std_head}
         rest = [p for p in self.actor.parameters() if id(p) not in std_ids]
@@ -148,19 +137,17 @@ class A2C:
         adv = advantages.reshape(-1)
         if hp.normalize_advantage and adv.numel() > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        entropy = gaussian_entropy(std)
         if hp.entropy_from_log_prob:
             bonus = hp.entropy_weight * -log_prob
         else:
-            bonus = -hp.entropy_weight * entropy
+            bonus = -hp.entropy_weight * gaussian_entropy(std)
         actor_loss = (-adv * log_prob + bonus).mean()
         self._step(critic_loss, actor_loss)
-        return UpdateStats(
-            actor_loss=float(actor_loss.detach()),
-            critic_loss=float(critic_loss.detach()),
-            entropy=float(entropy.detach().mean()),
-            std=float(std.detach().mean()),
-        )
+        with torch.no_grad():  # statistics only: no autograd bookkeeping
+            stats = torch.stack(
+                [actor_loss, critic_loss, gaussian_entropy(std).mean(), std.mean()]
+            ).tolist()
+        return UpdateStats(*stats)
 
     def _step(self, critic_loss: torch.Tensor, actor_loss: torch.Tensor) -> None:
         """One backward pass for both losses, then each network's own clipping and step.

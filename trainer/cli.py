@@ -183,7 +183,12 @@ class _Bar:
         from tqdm import tqdm
 
         self._bar = tqdm(
-            total=total, unit="frame", unit_scale=True, dynamic_ncols=True, file=sys.stderr
+            total=total,
+            unit="frame",
+            unit_scale=True,
+            dynamic_ncols=True,
+            file=sys.stderr,
+            disable=None,  # no bar when stderr is not a terminal (CI logs, pipes)
         )
 
     def start(self, done: int) -> None:

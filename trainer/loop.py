@@ -51,6 +51,34 @@ class LoopState:
     train_wall_s: float = 0.0
 
 
+class RolloutBuffers:
+    """One rollout's worth of numpy arrays, viewed as the tensors of a `Rollout`."""
+
+    def __init__(self, steps: int, envs: int) -> None:
+        self.obs = np.zeros((steps, envs, contract.OBS_DIM), np.float32)
+        self.actions = np.zeros((steps, envs, contract.ACTION_DIM), np.float32)
+        self.rewards = np.zeros((steps, envs), np.float32)
+        self.terminated = np.zeros((steps, envs), bool)
+        self.truncated = np.zeros((steps, envs), bool)
+        self.next_obs = np.zeros((steps, envs, contract.OBS_DIM), np.float32)
+        self._rollout = Rollout(
+            *(
+                torch.from_numpy(a)
+                for a in (
+                    self.obs,
+                    self.actions,
+                    self.rewards,
+                    self.terminated,
+                    self.truncated,
+                    self.next_obs,
+                )
+            )
+        )
+
+    def as_rollout(self) -> Rollout:
+        return self._rollout
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -86,7 +114,8 @@ class Trainer:
         self.agent = A2C(hp)
         self.envs = envs.make_vector_env(hp.num_envs, hp.seed, hp.fixed_start)
         first_obs, _ = self.envs.reset(seed=hp.seed)
-        self.obs = torch.as_tensor(first_obs, dtype=torch.float32)
+        self.obs: np.ndarray = np.asarray(first_obs, dtype=np.float32)
+        self._buffers = RolloutBuffers(hp.n_steps, hp.num_envs)
         self.state = LoopState(episode_returns=np.zeros(hp.num_envs))
         metrics: list[MetricsRow] = []
         evals: list[EvalRow] = []
@@ -132,33 +161,28 @@ class Trainer:
         )
 
     def _collect(self) -> Rollout:
-        hp = self.hp
-        shape = (hp.n_steps, hp.num_envs)
-        obs_buf = torch.empty((*shape, contract.OBS_DIM))
-        next_buf = torch.empty((*shape, contract.OBS_DIM))
-        act_buf = torch.empty((*shape, contract.ACTION_DIM))
-        rew_buf = torch.empty(shape)
-        term_buf = torch.empty(shape, dtype=torch.bool)
-        trunc_buf = torch.empty(shape, dtype=torch.bool)
-        for t in range(hp.n_steps):
-            actions = self.agent.act(self.obs)
-            clipped = actions.clamp(contract.ACTION_LOW, contract.ACTION_HIGH).numpy()
-            next_obs, rewards, terminated, truncated, infos = self.envs.step(clipped)
-            real_next = next_obs
-            ended = np.logical_or(terminated, truncated)
-            if ended.any():
-                real_next = next_obs.copy()
+        """Step every env n_steps times. Writes go to numpy buffers allocated once and shared
+        with the returned tensors (no per-step tensor conversions: the seed preset collects a
+        rollout per frame); the rollout is consumed by the update before the next one."""
+        buf = self._buffers
+        for t in range(self.hp.n_steps):
+            buf.obs[t] = self.obs
+            actions = self.agent.act(torch.from_numpy(self.obs)).numpy()
+            buf.actions[t] = actions
+            next_obs, rewards, terminated, truncated, infos = self.envs.step(
+                np.clip(actions, contract.ACTION_LOW, contract.ACTION_HIGH)
+            )
+            buf.rewards[t] = rewards
+            buf.terminated[t] = terminated
+            buf.truncated[t] = truncated
+            buf.next_obs[t] = next_obs
+            ended = terminated | truncated
+            if ended.any():  # the real next state of an ended episode, not the reset one
                 for i in np.flatnonzero(ended):
-                    real_next[i] = infos["final_obs"][i]
-            obs_buf[t] = self.obs
-            act_buf[t] = actions
-            rew_buf[t] = torch.as_tensor(rewards)
-            term_buf[t] = torch.as_tensor(terminated)
-            trunc_buf[t] = torch.as_tensor(truncated)
-            next_buf[t] = torch.as_tensor(real_next)
+                    buf.next_obs[t, i] = infos["final_obs"][i]
             self._count_episodes(rewards, ended)
-            self.obs = torch.as_tensor(next_obs, dtype=torch.float32)
-        return Rollout(obs_buf, act_buf, rew_buf, term_buf, trunc_buf, next_buf)
+            self.obs = next_obs
+        return buf.as_rollout()
 
     def _count_episodes(self, rewards: np.ndarray, ended: np.ndarray) -> None:
         self.state.episode_returns += rewards
@@ -247,7 +271,7 @@ class Trainer:
             "optimizer": self.agent.optimizer.state_dict(),
             "obs_rms": self.agent.obs_rms.state_dict(),
             "torch_rng": torch.get_rng_state(),
-            "obs": self.obs.clone(),
+            "obs": torch.from_numpy(self.obs.copy()),
             "envs": envs.get_state(self.envs),
         }
 
@@ -257,7 +281,7 @@ class Trainer:
         self.agent.optimizer.load_state_dict(saved["optimizer"])
         self.agent.obs_rms.load_state_dict(saved["obs_rms"])
         torch.set_rng_state(saved["torch_rng"])
-        self.obs = saved["obs"].clone()
+        self.obs = saved["obs"].numpy().astype(np.float32, copy=True)
         envs.set_state(self.envs, saved["envs"])
         s = self.state
         s.frames = int(saved["frames"])

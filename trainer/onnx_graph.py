@@ -49,9 +49,25 @@ def parity_observations(count: int = 10_240, seed: int = 0) -> np.ndarray:
     return obs.astype(np.float32)
 
 
+class ServedActor(torch.nn.Module):
+    """What the server runs: the actor with its mean clipped to the action bounds.
+
+    2 * tanh(x) cannot leave [-2, 2] in torch, but onnxruntime's vectorised tanh returns
+    1.0000001 for large inputs, so the graph clips explicitly to honour the contract.
+    """
+
+    def __init__(self, actor: Actor) -> None:
+        super().__init__()
+        self.actor = actor
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, std = self.actor(obs)
+        return mean.clamp(contract.ACTION_LOW, contract.ACTION_HIGH), std
+
+
 def to_onnx_bytes(actor: Actor, metadata: dict[str, str]) -> bytes:
     """Export `actor` (obs -> action_mean, action_std) with a dynamic batch axis."""
-    actor = actor.eval()
+    served = ServedActor(actor.eval()).eval()
     buffer = io.BytesIO()
     dynamic = {0: "batch"}
     with warnings.catch_warnings(), torch.no_grad():
@@ -59,7 +75,7 @@ def to_onnx_bytes(actor: Actor, metadata: dict[str, str]) -> bytes:
         # dynamo exporter takes seconds and adds onnxscript for no gain here.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            actor,
+            served,
             (torch.zeros(1, contract.OBS_DIM),),
             buffer,  # type: ignore[arg-type]  # the TorchScript exporter takes file objects too
             input_names=[contract.INPUT_NAME],

@@ -16,7 +16,7 @@ import torch
 from swingup import contract
 from trainer import checkpoint
 from trainer.config import Hyperparams
-from trainer.networks import Actor
+from trainer.networks import Actor, build_actor
 
 MeanStd = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -26,9 +26,7 @@ def actor_from_state(state: dict[str, Any]) -> Actor:
     """Rebuild the actor a checkpoint was trained with and load its weights."""
     try:
         hp = Hyperparams.from_dict(dict(state["hyperparams"]))
-        actor = Actor(
-            hidden=hp.hidden, layers=hp.layers, std_param=hp.std_param, min_std=hp.min_std
-        )
+        actor = build_actor(hp)
         actor.load_state_dict(state["actor"])
     except (KeyError, ValueError, RuntimeError, TypeError) as exc:
         raise checkpoint.CheckpointError(
