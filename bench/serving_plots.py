@@ -1,0 +1,103 @@
+"""The serving benchmark's plots, drawn from its JSON: each returns False when it has no data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.report_serving import name_of
+from swingup import atomic
+
+ONE_CALLER = ("echo", "ours", "echo-sync")  # the servers drawn in the one-caller panel
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    atomic.write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    _pyplot().close(fig)
+
+
+def latency(result: dict[str, Any], path: Path) -> bool:
+    """Latency CDFs: one caller (unary and stream), and 64 callers in processes."""
+    rows = [r for r in result["rows"] if r["quantiles_ms"]]
+    one = [r for r in rows if r["callers"] == 1 and r["pendulums"] == 1]
+    one = [r for r in one if r["group"] == "latency" and r["server"] in ONE_CALLER]
+    procs = result["scale"]["processes"]
+    many = [r for r in rows if r["callers"] == 64 and r["processes"] == procs]
+    if not one:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, subset, title in (
+        (axes[0], one, "one caller"),
+        (axes[1], many, f"64 callers, {procs} processes"),
+    ):
+        for row in subset:
+            q = row["quantiles_ms"]
+            fractions = [i / (len(q) - 1) for i in range(len(q))]
+            style = "--" if row["server"].startswith("echo") else "-"
+            ax.plot(q, fractions, style, label=f"{name_of(row['server'])}, {row['method']}")
+        ax.set_xscale("log")
+        ax.set_xlabel("latency per call or stream step (ms, log)")
+        ax.set_ylabel("fraction of calls")
+        ax.set_title(title)
+        ax.grid(alpha=0.3, which="both")
+        if subset:
+            ax.legend(fontsize=7, loc="lower right")
+    _save(fig, path)
+    return True
+
+
+def throughput(result: dict[str, Any], path: Path) -> bool:
+    """Calls/s against the number of closed-loop single-pendulum callers."""
+    rows = [r for r in result["rows"] if r["method"] == "unary" and r["pendulums"] == 1]
+    rows = [r for r in rows if r["group"] in ("throughput", "variants")]
+    if not rows:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 5))
+    series: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for row in rows:
+        series.setdefault((row["server"], row["clients"]), []).append(
+            (row["callers"], row["calls_per_s"])
+        )
+    for (server, clients), points in sorted(series.items()):
+        lone = [p for p in series.get((server, "threads"), []) if p[0] == 1]
+        if clients == "processes" and points and lone:  # one caller is the same either way
+            points = lone + points
+        points.sort()
+        x, y = zip(*points, strict=True)
+        style = "--o" if server.startswith("echo") else "-o"
+        ax.plot(x, y, style, markersize=4, label=f"{name_of(server)} ({clients})")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent callers (one pendulum each, closed loop)")
+    ax.set_ylabel("calls/s")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def memory(result: dict[str, Any], path: Path) -> bool:
+    mem = result.get("memory")
+    if not mem or not mem["samples"]:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    t, rss = zip(*mem["samples"], strict=True)
+    ax.plot(t, rss, "-")
+    ax.set_xlabel("seconds into the load run")
+    ax.set_ylabel("server RSS (MiB)")
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    return True
