@@ -6,6 +6,7 @@ excluded from the training clock. Needs the optional `bench` extra (stable-basel
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,9 +60,10 @@ def run(seed: int, budget_s: float, eval_every_s: float, episodes: int = 100) ->
     venv = VecNormalize(make_vec_env("Pendulum-v1", n_envs=ZOO["n_envs"], seed=seed), gamma=0.9)
     total = int(ZOO["n_timesteps"])
     lr0 = float(ZOO["learning_rate"])
-    kwargs: dict[str, Any] = {
-        k: v for k, v in ZOO.items() if k not in ("n_envs", "n_timesteps", "learning_rate")
-    }
+    # A deep copy: SB3 writes classes into policy_kwargs, and ZOO is reported as JSON.
+    kwargs: dict[str, Any] = copy.deepcopy(
+        {k: v for k, v in ZOO.items() if k not in ("n_envs", "n_timesteps", "learning_rate")}
+    )
     model = A2C(
         "MlpPolicy", venv, learning_rate=lambda p: p * lr0, seed=seed, device="cpu", **kwargs
     )

@@ -17,7 +17,7 @@ NAMES = {
     "echo": "bare grpcio echo, aio (floor)",
     "echo-sync": "bare grpcio echo, sync thread pool",
     "ours": "swingup-serve",
-    "ours-nobatch": "swingup-serve --max-batch 1 (batching off)",
+    "ours-nobatch": "swingup-serve --no-batching (batching off)",
     "ours-2workers": "swingup-serve --workers 2",
 }
 

@@ -371,9 +371,8 @@ def server_args(name: str) -> list[str] | None:
         return None
     if name.startswith("ours-window"):
         return ["--batch-window-us", name.removeprefix("ours-window")]
-    return {"ours": [], "ours-nobatch": ["--max-batch", "1"], "ours-2workers": ["--workers", "2"]}[
-        name
-    ]
+    variants = {"ours": [], "ours-nobatch": ["--no-batching"], "ours-2workers": ["--workers", "2"]}
+    return variants[name]
 
 
 def _start(model: Path, scale: Scale, source: Path | None) -> dict[str, Served]:
@@ -386,10 +385,7 @@ def _start(model: Path, scale: Scale, source: Path | None) -> dict[str, Served]:
                 name.removeprefix("echo-") if name != "echo" else "aio", name
             )
         else:
-            # With --max-batch 1 the default queue bound (a few batches) would refuse callers;
-            # a variable, unlike a flag, is ignored by a server that has no such setting.
-            env = {"SWINGUP_MAX_QUEUE": "65536"} if "--max-batch" in args else None
-            started[name] = servers.ours(model, *args, name=name, source=source, env=env)
+            started[name] = servers.ours(model, *args, name=name, source=source)
     return started
 
 
