@@ -55,7 +55,7 @@ class PolicyClient:
             reply = self._stub.Act(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
-        return wire.actions_of(reply.actions, len(request.obs) // contract.OBS_DIM)
+        return wire.actions_of(reply.actions, len(obs))
 
     def stream(
         self, mode: Mode = "mean", seed: int | None = None, timeout: float | None = None

@@ -16,6 +16,7 @@ from swingup.v1 import policy_pb2 as pb
 Mode = Literal["mean", "sample"]
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PolicyService"].full_name
 
+_ITERATE_BELOW = 96  # values: past this, np.array reads a repeated field faster than iterating
 _MODES: dict[str, pb.Mode.ValueType] = {"mean": pb.MODE_MEAN, "sample": pb.MODE_SAMPLE}
 
 # gRPC retries UNAVAILABLE itself, with exponential backoff, when the service config says so;
@@ -97,6 +98,11 @@ def packed_obs(obs: np.ndarray) -> list[float]:
 
 def actions_of(values: Any, batch: int) -> np.ndarray:
     """A reply's packed actions as float32 [batch, action_dim]."""
+    count = batch * contract.ACTION_DIM
+    if count <= _ITERATE_BELOW and len(values) == count:
+        # np.array on a protobuf repeated field costs ~40 us of CPU right after a gRPC call
+        # (measured; ~2 us on its own); iterating a small one costs a few.
+        return np.fromiter(values, np.float32, count).reshape(batch, contract.ACTION_DIM)
     return np.array(values, dtype=np.float32).reshape(batch, contract.ACTION_DIM)
 
 

@@ -8,7 +8,7 @@ import grpc
 
 from server import errors
 from server.models import Refusal, Reloader
-from server.servicer import Malformed, _parsed, _parser
+from server.wire import Malformed, parsed, parser
 from swingup.v1 import admin_pb2 as pb
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
@@ -39,7 +39,7 @@ class AdminServicer:
     async def ReloadModel(
         self, request: pb.ReloadModelRequest | Malformed, context: Context
     ) -> pb.ReloadModelResponse:
-        _parsed(request)
+        parsed(request)
         result = await self.reloader.reload()
         return pb.ReloadModelResponse(
             model_version=result.version,
@@ -52,7 +52,7 @@ class AdminServicer:
     async def ListVersions(
         self, request: pb.ListVersionsRequest | Malformed, context: Context
     ) -> pb.ListVersionsResponse:
-        _parsed(request)
+        parsed(request)
         serving = self.reloader.runtime
         versions = [
             pb.ModelVersion(
@@ -69,12 +69,12 @@ class AdminServicer:
         handlers = {
             "ReloadModel": grpc.unary_unary_rpc_method_handler(
                 self.ReloadModel,
-                request_deserializer=_parser(pb.ReloadModelRequest),
+                request_deserializer=parser(pb.ReloadModelRequest),
                 response_serializer=pb.ReloadModelResponse.SerializeToString,
             ),
             "ListVersions": grpc.unary_unary_rpc_method_handler(
                 self.ListVersions,
-                request_deserializer=_parser(pb.ListVersionsRequest),
+                request_deserializer=parser(pb.ListVersionsRequest),
                 response_serializer=pb.ListVersionsResponse.SerializeToString,
             ),
         }

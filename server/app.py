@@ -101,10 +101,10 @@ def announce(config: ServeConfig, port: int) -> None:
     if config.port_file is not None:
         atomic.write_text(config.port_file, f"{port}\n")
     log.info(
-        "listening on %s (max batch %d, window %d us, %d worker(s))",
+        "listening on %s (max batch %d, %s, %d worker(s))",
         address(config.host, port),
         config.max_batch,
-        config.batch_window_us,
+        f"window {config.batch_window_us} us" if config.batching else "batching off",
         config.workers,
     )
 
@@ -121,7 +121,11 @@ async def serve(
     return. SIGHUP reloads the model and the token file."""
     metrics = Metrics() if config.metrics_port is not None else None
     batcher = Batcher(
-        config.max_batch, config.batch_window_us / 1e6, config.max_queue, observer=metrics
+        config.max_batch,
+        config.batch_window_us / 1e6,
+        config.max_queue,
+        observer=metrics,
+        batching=config.batching,
     )
     plane = DataPlane(reloader.runtime, batcher)
     reloader.on_swap = plane.use

@@ -5,7 +5,10 @@ awaits a future; a flush, scheduled when the queue stops being empty, runs ONE m
 the requests at its head that use the same model (up to `max_batch` rows) and hands each request
 back exactly its own rows. With no window the flush is scheduled with `call_soon`, so a lone
 caller waits for nothing, while requests that arrive together, or while the model is busy, are
-coalesced anyway. A window holds the first request that long for others to join.
+coalesced anyway. A window holds the first request that long for others to join. A request that
+finds the batcher idle and nothing else ready to run in this turn of the loop could only ever be
+flushed alone: with no window it runs at once, inline, without the future and the loop pass.
+With batching off every request runs alone, in arrival order, through the same queue.
 
 Where the model runs: a call the model's own estimate puts under `INLINE_S` runs inline on the
 loop, because handing it to a thread costs more (~65 us) than it does. A longer one runs on the
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,12 +74,16 @@ class Batcher:
         window_s: float = 0.0,
         max_queue: int | None = None,
         observer: BatchObserver | None = None,
+        batching: bool = True,
     ) -> None:
         self.max_batch = max_batch
         self.window_s = window_s
         self.max_queue = 4 * max_batch if max_queue is None else max_queue
         self.observer = observer
+        self.batching = batching  # False: every request runs alone, in arrival order
         self._pending: list[_Pending] = []
+        # id(model): (the model, weakly: a reload lets an old one go; its inline row limit)
+        self._inline_rows: dict[int, tuple[weakref.ref[Model], int]] = {}
         self._rows = 0  # queued rows, cancelled requests included until a flush drops them
         self._flush_handle: asyncio.Handle | None = None
         self._busy = False  # a batch is running on the model thread
@@ -102,6 +110,15 @@ class Batcher:
                 f"{self.max_queue}; retry later"
             )
         loop = asyncio.get_running_loop()
+        if (
+            not self._pending
+            and not self._busy
+            and len(obs) <= self._inline_limit(model)
+            and (not self.batching or (self.window_s == 0 and _nothing_else_ready(loop)))
+        ):
+            # Nothing could join this request before a flush would run (see
+            # _nothing_else_ready): run it now, without the future and the loop pass.
+            return self._run_alone(model, obs, deadline, loop.time())
         future: asyncio.Future[Outputs] = loop.create_future()
         self._pending.append(_Pending(model, obs, future, loop.time(), deadline))
         self._rows += len(obs)
@@ -111,10 +128,47 @@ class Batcher:
         elif not self._busy and self._flush_handle is None:
             self._flush_handle = (
                 loop.call_later(self.window_s, self._flush)
-                if self.window_s > 0
+                if self.window_s > 0 and self.batching
                 else loop.call_soon(self._flush)
             )
         return await future
+
+    def _run_alone(
+        self, model: Model, obs: np.ndarray, deadline: float | None, now: float
+    ) -> Outputs:
+        """One request's model call, inline, as a flush of it alone would make it."""
+        if deadline is not None and deadline <= now:
+            self.expired += 1
+            if self.observer is not None:
+                self.observer.refused("deadline")
+            raise DeadlineExpired("deadline expired while queued")
+        if self.observer is None:
+            outputs = model.predict(obs)
+        else:
+            start = time.perf_counter()
+            outputs = model.predict(obs)
+            self.observer.batch(len(obs), [0.0], time.perf_counter() - start)
+        self.calls += 1
+        self.rows += len(obs)
+        return outputs
+
+    def _inline_limit(self, model: Model) -> int:
+        """The most rows of `model` that run inline: its cost estimate, asked once per model
+        (and taken to grow with rows), not once per call."""
+        known = self._inline_rows.get(id(model))
+        if known is not None and known[0]() is model:
+            return known[1]
+        low, high = 0, self.max_batch
+        while low < high:
+            middle = (low + high + 1) // 2
+            if model.cost_s(middle) <= INLINE_S:
+                low = middle
+            else:
+                high = middle - 1
+        if len(self._inline_rows) >= 8:  # old versions come and go with reloads
+            self._inline_rows.clear()
+        self._inline_rows[id(model)] = (weakref.ref(model), low)
+        return low
 
     def close(self) -> None:
         """Stop the model thread (after the batch it runs, if any)."""
@@ -137,14 +191,15 @@ class Batcher:
                 item.future.set_exception(DeadlineExpired("deadline expired while queued"))
                 continue
             same = not batch or item.model is batch[0].model
-            if same and not full and rows + len(item.obs) <= self.max_batch:
+            fits = rows + len(item.obs) <= self.max_batch and (self.batching or not batch)
+            if same and not full and fits:
                 batch.append(item)
                 rows += len(item.obs)
             else:
                 full = full or same  # later requests for this model wait their turn
                 rest.append(item)
         self._pending = rest
-        self._rows = sum(len(item.obs) for item in rest)
+        self._rows = sum(len(item.obs) for item in rest) if rest else 0
         return batch
 
     def _flush(self) -> None:
@@ -160,15 +215,16 @@ class Batcher:
             return
         model = batch[0].model
         obs = batch[0].obs if len(batch) == 1 else np.concatenate([item.obs for item in batch])
-        waits = [now - item.queued_at for item in batch]
-        if model.cost_s(len(obs)) <= INLINE_S:
-            start = time.perf_counter()
+        waits = None if self.observer is None else [now - item.queued_at for item in batch]
+        if len(obs) <= self._inline_limit(model):
+            start = 0.0 if waits is None else time.perf_counter()
             try:
                 outputs = model.predict(obs)
             except Exception as exc:
                 self._fail(batch, exc)
             else:
-                self._deliver(batch, outputs, waits, time.perf_counter() - start)
+                run_s = 0.0 if waits is None else time.perf_counter() - start
+                self._deliver(batch, outputs, waits, run_s)
             if self._pending:
                 # Full batches go now; the remainder is next in line, not held for a window.
                 self._flush_handle = loop.call_soon(self._flush)
@@ -198,17 +254,33 @@ class Batcher:
                 item.future.set_exception(exc)
 
     def _deliver(
-        self, batch: list[_Pending], outputs: Outputs, waits: list[float], run_s: float
+        self, batch: list[_Pending], outputs: Outputs, waits: list[float] | None, run_s: float
     ) -> None:
         mean, std = outputs
         rows = len(mean)
         self.calls += 1
         self.rows += rows
-        if self.observer is not None:
+        if self.observer is not None and waits is not None:
             self.observer.batch(rows, waits, run_s)
+        if len(batch) == 1:
+            item = batch[0]
+            if not item.future.done():
+                item.future.set_result(outputs)
+            return
         start = 0
         for item in batch:
             stop = start + len(item.obs)
             if not item.future.done():  # its caller may have gone while the model ran
                 item.future.set_result((mean[start:stop], std[start:stop]))
             start = stop
+
+
+def _nothing_else_ready(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether nothing but the running callback is ready in this turn of the loop.
+
+    Then a flush scheduled with call_soon would find this request alone: whatever the loop
+    polls next (new requests included) is queued behind that flush. Only asyncio's own loop
+    shows its ready queue; on any other loop a request takes the queue, as before.
+    """
+    ready = getattr(loop, "_ready", None)
+    return ready is not None and not ready

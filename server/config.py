@@ -39,7 +39,13 @@ class ServeConfig:
     batch_window_us: int = option(
         0,
         "how long the batcher holds a request for others to join; 0 adds no delay to a lone "
-        "caller and still coalesces requests that arrive together",
+        "caller and still coalesces requests that arrive together. asyncio's timers tick in "
+        "whole milliseconds, so any window from 1 to 1000 us holds a request about 1 ms",
+    )
+    batching: bool = option(
+        True,
+        "coalesce concurrent requests into one model call (--no-batching: every request runs "
+        "alone, in arrival order; --max-batch still bounds a request)",
     )
     workers: int = option(1, "server processes sharing the port via SO_REUSEPORT")
     grace_s: float = option(

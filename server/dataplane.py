@@ -47,21 +47,24 @@ class DataPlane:
         """The model's mean and std [batch, action_dim] for packed observations, the actions
         drawn from them, and the version of the model that computed them. A seed makes sampling
         repeatable; `deadline` is in the event loop's time."""
+        runtime = self.runtime
         rng = sampling.generator(seed, self._entropy)
-        return await self._infer_with(self.runtime, flat_obs, mode, rng, deadline)
+        mean, std, actions = await self._outputs(runtime, flat_obs, mode, rng, deadline)
+        return Inference(mean, std, actions, runtime.version)
 
     def open_session(self, mode: Mode, seed: int | None) -> Session:
         """A session on the current model, for its whole life."""
         return Session(self, self.runtime, mode, seed, sampling.generator(seed, self._entropy))
 
-    async def _infer_with(
+    async def _outputs(
         self,
         runtime: Runtime,
         flat_obs: np.ndarray,
         mode: Mode,
         rng: np.random.Generator,
         deadline: float | None,
-    ) -> Inference:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """mean, std and actions of one request on `runtime`."""
         obs = validation.observations(flat_obs, self.batcher.max_batch)
         self.accepted += 1
         try:
@@ -71,7 +74,7 @@ class DataPlane:
             raise
         actions = validation.finite_actions(sampling.actions(mean, std, mode, rng))
         self.answered += 1
-        return Inference(mean, std, actions, runtime.version)
+        return mean, std, actions
 
 
 @dataclass(frozen=True)
@@ -102,9 +105,9 @@ class Session:
         return self.runtime.version
 
     async def step(self, flat_obs: np.ndarray, deadline: float | None = None) -> np.ndarray:
-        result = await self.plane._infer_with(self.runtime, flat_obs, self.mode, self.rng, deadline)
+        outputs = await self.plane._outputs(self.runtime, flat_obs, self.mode, self.rng, deadline)
         self.steps += 1
-        return result.actions
+        return outputs[2]
 
     def check_unchanged(self, mode: Mode | None, seed: int | None) -> None:
         """A later request may repeat the session's mode and seed but not change them."""

@@ -13,9 +13,8 @@ optional `seed`). Outputs travel in `raw_output_contents`, as Triton answers.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import grpc
 import numpy as np
@@ -24,9 +23,9 @@ from tritonclient.grpc import service_pb2 as pb
 import swingup
 from server import errors
 from server.dataplane import DataPlane
-from server.errors import DeadlineExpired, InvalidRequest, ServingError, UnknownModel
+from server.errors import InvalidRequest, ServingError, UnknownModel
 from server.sampling import Mode
-from server.servicer import Malformed, _parsed, _parser, deadline_of
+from server.wire import Context, IdleLimit, Malformed, deadline_of, parsed, parser
 from swingup import contract
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -40,9 +39,7 @@ SEED_PARAMETER = "seed"
 _MODES: tuple[Mode, ...] = ("mean", "sample")
 _WIRE_FP32 = np.dtype("<f4")  # the protocol's raw tensors are little-endian, row-major
 
-Context = grpc.aio.ServicerContext[Any, Any]
 Message = Any  # tritonclient ships no type stubs for its generated messages
-T = TypeVar("T")
 
 
 class OipServicer:
@@ -56,24 +53,24 @@ class OipServicer:
 
     @errors.unary
     async def ServerLive(self, request: Message | Malformed, context: Context) -> Message:
-        _parsed(request)
+        parsed(request)
         return pb.ServerLiveResponse(live=True)
 
     @errors.unary
     async def ServerReady(self, request: Message | Malformed, context: Context) -> Message:
-        _parsed(request)  # the model is loaded before the port opens
+        parsed(request)  # the model is loaded before the port opens
         return pb.ServerReadyResponse(ready=True)
 
     @errors.unary
     async def ServerMetadata(self, request: Message | Malformed, context: Context) -> Message:
-        _parsed(request)
+        parsed(request)
         return pb.ServerMetadataResponse(
             name=SERVER_NAME, version=swingup.__version__, extensions=[]
         )
 
     @errors.unary
     async def ModelReady(self, request: Message | Malformed, context: Context) -> Message:
-        request = _parsed(request)
+        request = parsed(request)
         # As Triton answers: a model this server does not serve is not ready, not an error.
         try:
             self._version(request.name, request.version)
@@ -83,7 +80,7 @@ class OipServicer:
 
     @errors.unary
     async def ModelMetadata(self, request: Message | Malformed, context: Context) -> Message:
-        request = _parsed(request)
+        request = parsed(request)
         version = self._version(request.name, request.version)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
@@ -99,7 +96,7 @@ class OipServicer:
 
     @errors.unary
     async def ModelInfer(self, request: Message | Malformed, context: Context) -> Message:
-        return await self._infer(_parsed(request), context)
+        return await self._infer(parsed(request), deadline_of(context))
 
     @errors.unary  # a streaming call that writes with context.write(), as StreamAct is
     async def ModelStreamInfer(
@@ -109,35 +106,32 @@ class OipServicer:
         # the server refuses is answered in-band with `error_message` and the stream goes on.
         # A client idle past --idle-timeout-s loses the stream, as on the PolicyService.
         requests = aiter(request_iterator)
-        while True:
-            try:
-                item = await self._within_idle(anext(requests), "waiting for the next request")
-            except StopAsyncIteration:
-                return
-            try:
-                response = await self._infer(_parsed(item), context)
-            except ServingError as exc:
-                reply = pb.ModelStreamInferResponse(error_message=str(exc))
-            else:
-                reply = pb.ModelStreamInferResponse(infer_response=response)
-            await self._within_idle(context.write(reply), "waiting for the client to read")
-
-    async def _within_idle(self, step: Awaitable[T], doing: str) -> T:
+        deadline = deadline_of(context)  # of the whole call: the same for every request
+        idle = IdleLimit(self.idle_timeout_s)
         try:
-            return await asyncio.wait_for(step, self.idle_timeout_s)
-        except asyncio.TimeoutError:
-            raise DeadlineExpired(
-                f"stream idle for {self.idle_timeout_s:g} s {doing}: closed by the server"
-            ) from None
+            while True:
+                try:
+                    item = await idle.wait(anext(requests), "waiting for the next request")
+                except StopAsyncIteration:
+                    return
+                try:
+                    response = await self._infer(parsed(item), deadline)
+                except ServingError as exc:
+                    reply = pb.ModelStreamInferResponse(error_message=str(exc))
+                else:
+                    reply = pb.ModelStreamInferResponse(infer_response=response)
+                await idle.wait(context.write(reply), "waiting for the client to read")
+        finally:
+            idle.close()
 
-    async def _infer(self, request: Message, context: Context) -> Message:
+    async def _infer(self, request: Message, deadline: float | None) -> Message:
         # No await between this check and the data plane's choice of model: a reload cannot
         # slip in, so a request for the current version runs on it.
         self._version(request.model_name, request.model_version)
         obs = _observations(request)
         names = _requested_outputs(request)
         mode, seed = _mode(request.parameters), _seed(request.parameters)
-        result = await self.plane.infer(obs, mode, seed, deadline_of(context))
+        result = await self.plane.infer(obs, mode, seed, deadline)
         tensors = {
             contract.MEAN_NAME: result.mean,
             contract.STD_NAME: result.std,
@@ -179,7 +173,7 @@ class OipServicer:
             "ModelInfer": _unary(self.ModelInfer, pb.ModelInferRequest, pb.ModelInferResponse),
             "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
                 self.ModelStreamInfer,
-                request_deserializer=_parser(pb.ModelInferRequest),
+                request_deserializer=parser(pb.ModelInferRequest),
                 response_serializer=pb.ModelStreamInferResponse.SerializeToString,
             ),
         }
@@ -192,7 +186,7 @@ class OipServicer:
 def _unary(
     method: Callable[[Any, Context], Awaitable[Message]], request: Any, response: Any
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    parse, serialize = _parser(request), response.SerializeToString
+    parse, serialize = parser(request), response.SerializeToString
     return grpc.unary_unary_rpc_method_handler(
         method, request_deserializer=parse, response_serializer=serialize
     )

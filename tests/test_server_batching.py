@@ -256,3 +256,46 @@ def test_requests_for_different_models_never_share_a_call() -> None:
     for i, outputs in enumerate(asyncio.run(main())):
         check_own_rows(rows(10 * i, 1), outputs)
     assert old.calls == [3] and new.calls == [3]
+
+
+def test_a_lone_request_runs_at_once_without_a_loop_pass() -> None:
+    model = Model()
+    batcher = Batcher(max_batch=100)
+
+    async def main() -> None:
+        call = batcher.run(model, rows(0, 2))
+        with pytest.raises(StopIteration) as finished:
+            call.send(None)  # done in the first step: it never waited on the loop
+        check_own_rows(rows(0, 2), finished.value.value)
+
+    asyncio.run(main())
+    assert model.calls == [2] and (batcher.calls, batcher.rows) == (1, 2)
+
+
+def test_a_lone_request_past_its_deadline_is_not_run() -> None:
+    model = Model()
+    batcher = Batcher(max_batch=100)
+
+    async def main() -> None:
+        with pytest.raises(DeadlineExpired):
+            await batcher.run(model, rows(0, 1), deadline=asyncio.get_running_loop().time())
+
+    asyncio.run(main())
+    assert model.calls == [] and batcher.expired == 1
+
+
+@pytest.mark.parametrize("model", [Model(), SlowModel()], ids=["inline", "model thread"])
+def test_with_batching_off_every_request_runs_alone_in_order(model: Model) -> None:
+    batcher = Batcher(max_batch=8, batching=False)
+    sizes = [2, 3, 1, 8, 4]
+    inputs = [rows(10 * i, n) for i, n in enumerate(sizes)]
+    if isinstance(model, SlowModel):
+        model.release.set()
+
+    async def main() -> list[Outputs]:
+        return await asyncio.gather(*(batcher.run(model, obs) for obs in inputs))
+
+    for obs, outputs in zip(inputs, asyncio.run(main()), strict=True):
+        check_own_rows(obs, outputs)
+    assert model.calls == sizes
+    batcher.close()

@@ -134,6 +134,32 @@ def test_64_concurrent_callers_under_batching_get_their_own_answers(
     assert calls < callers * rounds, "concurrent requests were not coalesced"
 
 
+def test_with_batching_off_every_request_runs_alone_and_equals_onnxruntime(
+    model_path: Path, reference: Reference
+) -> None:
+    sizes = [7, 1, 256, 3]  # several pendulums per request: batching off still takes batches
+    with start_server(model_path, "--no-batching") as server:
+        assert server.target is not None
+        target = server.target
+        with PolicyClient(target, timeout=10) as client:
+            for k, size in enumerate(sizes):
+                obs = observations(size, seed=k)
+                np.testing.assert_allclose(client.act(obs), reference(obs)[0], rtol=0, atol=1e-6)
+
+        async def caller(client: AsyncPolicyClient, i: int) -> None:
+            obs = observations(5, seed=100 + i)
+            np.testing.assert_allclose(await client.act(obs), reference(obs)[0], rtol=0, atol=1e-6)
+
+        async def everyone() -> None:
+            async with AsyncPolicyClient(target, timeout=10) as client:
+                await asyncio.gather(*(caller(client, i) for i in range(16)))
+
+        asyncio.run(everyone())
+        assert "batching off" in "\n".join(server.lines)
+        assert server.stop() == 0
+    assert _model_calls(server) == (len(sizes) + 16, sum(sizes) + 16 * 5)  # one call each
+
+
 def _model_calls(server: LocalServer) -> tuple[int, int]:
     """(model calls, observations) from the server's last log line."""
     words = server.lines[-1].split()
