@@ -11,7 +11,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 
 _LISTENING = re.compile(r"listening on (\S+)")
@@ -21,21 +22,33 @@ class LocalServer:
     """`python -m server --port 0 ARGS...`, its stderr lines collected in `lines`."""
 
     def __init__(
-        self, args: Sequence[str] = (), *, echo: bool = False, env: dict[str, str] | None = None
+        self,
+        args: Sequence[str] = (),
+        *,
+        echo: bool = False,
+        env: dict[str, str] | None = None,
+        argv: Sequence[str] | None = None,
+        cwd: Path | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
+        """`argv` replaces the whole command (any server that logs its 'listening on' line);
+        `preexec_fn` runs in the child before exec."""
         self.args = ["--port", "0", *args]
+        command = list(argv) if argv is not None else [sys.executable, "-m", "server", *self.args]
         self.echo = echo
         self.lines: list[str] = []
         self.target: str | None = None
         self._listening = threading.Event()
         self._new_line = threading.Condition()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server", *self.args],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            cwd=cwd,
+            preexec_fn=preexec_fn,
         )
         self._reader = threading.Thread(target=self._read, name="server-log", daemon=True)
         self._reader.start()
@@ -65,6 +78,10 @@ class LocalServer:
             last = self.lines[-1] if self.lines else "(no output)"
             raise RuntimeError(f"the server exited with {code}: {last}")
         return self.target
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def log_since(self, start: int) -> list[str]:
         return self.lines[start:]
