@@ -31,7 +31,7 @@ class ServeConfig:
     port: int = option(50051, "TCP port; 0 picks a free one (see the 'listening on' log line)")
     device: Device = option("auto", "onnxruntime execution provider: auto falls back to CPU")
     model_name: str = option(
-        "pendulum-a2c", "the model's name in the Open Inference Protocol (KServe v2) service"
+        contract.MODEL_NAME, "the model's name in the Open Inference Protocol (KServe v2) service"
     )
     max_batch: int = option(
         4096, "largest batch of observations per inference call, and so per request"

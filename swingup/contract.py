@@ -21,6 +21,9 @@ ACTION_DIM: Final = 1
 ACTION_LOW: Final = -2.0
 ACTION_HIGH: Final = 2.0
 
+# The model's name where a protocol names models (Open Inference Protocol, Triton repository).
+MODEL_NAME: Final = "pendulum-a2c"
+
 # Tensor names of the exported actor. Dynamic batch on the first axis.
 INPUT_NAME: Final = "obs"
 MEAN_NAME: Final = "action_mean"

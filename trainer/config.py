@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from swingup import contract
 from swingup.cli import option
 
 Preset = Literal["seed", "fast"]
@@ -236,5 +237,5 @@ class ExportConfig:
     triton_repo: str | None = option(
         None, "add the model as the next version in this Triton repository"
     )
-    model_name: str = option("pendulum-a2c", "the model's name in the Triton repository")
+    model_name: str = option(contract.MODEL_NAME, "the model's name in the Triton repository")
     json: bool = option(False, "print one JSON object on the last line of stdout")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from swingup import atomic, contract
 
-DEFAULT_NAME = "pendulum-a2c"
+DEFAULT_NAME = contract.MODEL_NAME
 MODEL_FILE = "model.onnx"
 MAX_BATCH = 4096
 
