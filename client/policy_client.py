@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import queue
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -16,6 +17,8 @@ from client.wire import Credentials, Mode
 from swingup import contract
 from swingup.v1 import admin_pb2, admin_pb2_grpc, policy_pb2_grpc
 from swingup.v1 import policy_pb2 as pb
+
+R = TypeVar("R")
 
 
 class PolicyClient:
@@ -63,39 +66,29 @@ class PolicyClient:
         """Open a control session (StreamAct). `timeout` bounds the whole session (default none)."""
         return PolicyStream(self, mode, seed, timeout)
 
-    def info(self) -> pb.ModelInfo:
+    def _unary(self, method: Callable[..., R], request: object) -> R:
+        """One call with this client's deadline and metadata; gRPC errors become PolicyError.
+        (Act inlines the same steps: it is the hot path.)"""
         try:
-            return self._stub.GetModelInfo(
-                pb.GetModelInfoRequest(), timeout=self.timeout, metadata=self._metadata
-            )
+            return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
+
+    def info(self) -> pb.ModelInfo:
+        return self._unary(self._stub.GetModelInfo, pb.GetModelInfoRequest())
 
     def reload_model(self) -> admin_pb2.ReloadModelResponse:
         """AdminService.ReloadModel: swap in the highest valid version now."""
-        try:
-            return self._admin.ReloadModel(
-                admin_pb2.ReloadModelRequest(), timeout=self.timeout, metadata=self._metadata
-            )
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
+        return self._unary(self._admin.ReloadModel, admin_pb2.ReloadModelRequest())
 
     def list_versions(self) -> admin_pb2.ListVersionsResponse:
         """AdminService.ListVersions: the versions on disk and the state of each."""
-        try:
-            return self._admin.ListVersions(
-                admin_pb2.ListVersionsRequest(), timeout=self.timeout, metadata=self._metadata
-            )
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
+        return self._unary(self._admin.ListVersions, admin_pb2.ListVersionsRequest())
 
     def health(self, service: str = "") -> str:
         """The server's health status name ("SERVING", "NOT_SERVING", ...) for `service`."""
         request = health_pb2.HealthCheckRequest(service=service)
-        try:
-            reply = self._health.Check(request, timeout=self.timeout, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
+        reply = self._unary(self._health.Check, request)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     def wait_ready(self, timeout: float) -> None:
