@@ -8,7 +8,7 @@ import grpc
 
 from server import errors
 from server.models import Refusal, Reloader
-from server.wire import Malformed, parsed, parser
+from server.wire import Malformed, parsed, register, unary
 from swingup.v1 import admin_pb2 as pb
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
@@ -66,18 +66,15 @@ class AdminServicer:
         return pb.ListVersionsResponse(serving_version=serving.version, versions=versions)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        handlers = {
-            "ReloadModel": grpc.unary_unary_rpc_method_handler(
-                self.ReloadModel,
-                request_deserializer=parser(pb.ReloadModelRequest),
-                response_serializer=pb.ReloadModelResponse.SerializeToString,
-            ),
-            "ListVersions": grpc.unary_unary_rpc_method_handler(
-                self.ListVersions,
-                request_deserializer=parser(pb.ListVersionsRequest),
-                response_serializer=pb.ListVersionsResponse.SerializeToString,
-            ),
-        }
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+        register(
+            server,
+            SERVICE_NAME,
+            {
+                "ReloadModel": unary(
+                    self.ReloadModel, pb.ReloadModelRequest, pb.ReloadModelResponse
+                ),
+                "ListVersions": unary(
+                    self.ListVersions, pb.ListVersionsRequest, pb.ListVersionsResponse
+                ),
+            },
         )

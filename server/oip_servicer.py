@@ -13,7 +13,7 @@ optional `seed`). Outputs travel in `raw_output_contents`, as Triton answers.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
 import grpc
@@ -25,7 +25,16 @@ from server import errors
 from server.dataplane import DataPlane
 from server.errors import InvalidRequest, ServingError, UnknownModel
 from server.sampling import Mode
-from server.wire import Context, IdleLimit, Malformed, deadline_of, parsed, parser
+from server.wire import (
+    Context,
+    IdleLimit,
+    Malformed,
+    bidi,
+    deadline_of,
+    parsed,
+    register,
+    unary,
+)
 from swingup import contract
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -161,35 +170,21 @@ class OipServicer:
         """tritonclient's add_GRPCInferenceServiceServicer_to_server for the calls served here,
         with the PolicyService's parsers, which answer a malformed request INVALID_ARGUMENT."""
         handlers = {
-            "ServerLive": _unary(self.ServerLive, pb.ServerLiveRequest, pb.ServerLiveResponse),
-            "ServerReady": _unary(self.ServerReady, pb.ServerReadyRequest, pb.ServerReadyResponse),
-            "ServerMetadata": _unary(
+            "ServerLive": unary(self.ServerLive, pb.ServerLiveRequest, pb.ServerLiveResponse),
+            "ServerReady": unary(self.ServerReady, pb.ServerReadyRequest, pb.ServerReadyResponse),
+            "ServerMetadata": unary(
                 self.ServerMetadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse
             ),
-            "ModelReady": _unary(self.ModelReady, pb.ModelReadyRequest, pb.ModelReadyResponse),
-            "ModelMetadata": _unary(
+            "ModelReady": unary(self.ModelReady, pb.ModelReadyRequest, pb.ModelReadyResponse),
+            "ModelMetadata": unary(
                 self.ModelMetadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse
             ),
-            "ModelInfer": _unary(self.ModelInfer, pb.ModelInferRequest, pb.ModelInferResponse),
-            "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
-                self.ModelStreamInfer,
-                request_deserializer=parser(pb.ModelInferRequest),
-                response_serializer=pb.ModelStreamInferResponse.SerializeToString,
+            "ModelInfer": unary(self.ModelInfer, pb.ModelInferRequest, pb.ModelInferResponse),
+            "ModelStreamInfer": bidi(
+                self.ModelStreamInfer, pb.ModelInferRequest, pb.ModelStreamInferResponse
             ),
         }
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
-        )
-        server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]
-
-
-def _unary(
-    method: Callable[[Any, Context], Awaitable[Message]], request: Any, response: Any
-) -> grpc.RpcMethodHandler[Any, Any]:
-    parse, serialize = parser(request), response.SerializeToString
-    return grpc.unary_unary_rpc_method_handler(
-        method, request_deserializer=parse, response_serializer=serialize
-    )
+        register(server, SERVICE_NAME, handlers)
 
 
 def _observations(request: Message) -> np.ndarray:

@@ -13,7 +13,16 @@ from server import errors
 from server.dataplane import DataPlane
 from server.errors import InvalidRequest
 from server.sampling import Mode
-from server.wire import Context, IdleLimit, Malformed, deadline_of, parsed, parser
+from server.wire import (
+    Context,
+    IdleLimit,
+    Malformed,
+    bidi,
+    deadline_of,
+    parsed,
+    register,
+    unary,
+)
 from swingup import contract
 from swingup.v1 import policy_pb2 as pb
 from swingup.v1 import policy_pb2_grpc
@@ -110,28 +119,15 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """The generated add_PolicyServiceServicer_to_server, with parsers that do not raise."""
-        handlers = {
-            "Act": grpc.unary_unary_rpc_method_handler(
-                self.Act,
-                request_deserializer=parser(pb.ActRequest),
-                response_serializer=pb.ActResponse.SerializeToString,
-            ),
-            "StreamAct": grpc.stream_stream_rpc_method_handler(
-                self.StreamAct,
-                request_deserializer=parser(pb.StreamActRequest),
-                response_serializer=pb.StreamActResponse.SerializeToString,
-            ),
-            "GetModelInfo": grpc.unary_unary_rpc_method_handler(
-                self.GetModelInfo,
-                request_deserializer=parser(pb.GetModelInfoRequest),
-                response_serializer=pb.ModelInfo.SerializeToString,
-            ),
-        }
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+        register(
+            server,
+            SERVICE_NAME,
+            {
+                "Act": unary(self.Act, pb.ActRequest, pb.ActResponse),
+                "StreamAct": bidi(self.StreamAct, pb.StreamActRequest, pb.StreamActResponse),
+                "GetModelInfo": unary(self.GetModelInfo, pb.GetModelInfoRequest, pb.ModelInfo),
+            },
         )
-        # Registered methods skip gRPC's per-call lookup by name (grpc-stubs predates them).
-        server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]
 
 
 def _model_info(plane: DataPlane, workers: int) -> pb.ModelInfo:

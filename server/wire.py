@@ -45,6 +45,30 @@ def parsed(request: M | Malformed) -> M:
     return request
 
 
+Handlers = dict[str, "grpc.RpcMethodHandler[Any, Any]"]
+
+
+def unary(method: Callable[..., Any], request: type[Message], response: type[Message]) -> Any:
+    """A unary-unary handler whose request parser never raises."""
+    return grpc.unary_unary_rpc_method_handler(
+        method, request_deserializer=parser(request), response_serializer=response.SerializeToString
+    )
+
+
+def bidi(method: Callable[..., Any], request: type[Message], response: type[Message]) -> Any:
+    """A stream-stream handler whose request parser never raises."""
+    return grpc.stream_stream_rpc_method_handler(
+        method, request_deserializer=parser(request), response_serializer=response.SerializeToString
+    )
+
+
+def register(server: grpc.aio.Server, service: str, handlers: Handlers) -> None:
+    """What a generated add_*Servicer_to_server does, for handlers built with `unary`/`bidi`."""
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    # Registered methods skip gRPC's per-call lookup by name (grpc-stubs predates them).
+    server.add_registered_method_handlers(service, handlers)  # type: ignore[attr-defined]
+
+
 def deadline_of(context: Context) -> float | None:
     """The call's deadline in the event loop's time, if the client set one."""
     remaining = context.time_remaining()
