@@ -114,15 +114,10 @@ class OipServicer:
         # Triton's streaming extension: requests are independent and answered in order; one
         # the server refuses is answered in-band with `error_message` and the stream goes on.
         # A client idle past --idle-timeout-s loses the stream, as on the PolicyService.
-        requests = aiter(request_iterator)
         deadline = deadline_of(context)  # of the whole call: the same for every request
         idle = IdleLimit(self.idle_timeout_s)
         try:
-            while True:
-                try:
-                    item = await idle.wait(anext(requests), "waiting for the next request")
-                except StopAsyncIteration:
-                    return
+            async for item in idle.requests(request_iterator):
                 try:
                     response = await self._infer(parsed(item), deadline)
                 except ServingError as exc:

@@ -82,15 +82,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         # The session keeps the model it opened with for its whole life: every reply of one
         # stream names one version. A controller picks up a new version with a new stream.
         session = None
-        requests = aiter(request_iterator)
         deadline = deadline_of(context)  # of the whole call: the same for every step
         idle = IdleLimit(self.idle_timeout_s)
         try:
-            while True:
-                try:
-                    item = await idle.wait(anext(requests), "waiting for the next request")
-                except StopAsyncIteration:
-                    return
+            async for item in idle.requests(request_iterator):
                 request = parsed(item)
                 seed = request.seed if request.HasField("seed") else None
                 if session is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -115,6 +115,15 @@ class IdleLimit:
             ) from None
         finally:
             self._since = None
+
+    async def requests(self, stream: AsyncIterator[T]) -> AsyncIterator[T]:
+        """The stream's requests, each awaited under the limit, until the client half-closes."""
+        requests = aiter(stream)
+        while True:
+            try:
+                yield await self.wait(anext(requests), "waiting for the next request")
+            except StopAsyncIteration:
+                return
 
     def close(self) -> None:
         self._since = None
