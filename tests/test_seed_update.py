@@ -63,7 +63,7 @@ def test_one_transition_matches_the_notebook(done: bool) -> None:
         truncated=torch.tensor([[done]]),  # Pendulum only truncates; the notebook cuts there
         next_obs=next_state.reshape(1, 1, 3),
     )
-    stats = agent.update(rollout)
+    stats = agent.update(rollout).stats()
     policy_loss, value_loss = notebook_update(
         actor, critic, state, action, next_state, reward, done
     )

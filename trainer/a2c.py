@@ -13,18 +13,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from swingup import contract
+from trainer import gradients
+from trainer.adam import GroupedAdam
 from trainer.advantages import gae
 from trainer.config import Hyperparams
 from trainer.networks import build_actor, build_critic
 from trainer.normalization import RunningMeanStd
-
-LOG_SQRT_2PI = 0.5 * float(np.log(2.0 * np.pi))
 
 
 @dataclass
@@ -39,23 +38,47 @@ class Rollout:
     next_obs: torch.Tensor  # [T, N, obs_dim]
 
 
-@dataclass
+@dataclass(frozen=True)
 class UpdateStats:
     actor_loss: float
     critic_loss: float
     entropy: float
     std: float
 
-
-def gaussian_log_prob(actions: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """log N(actions | mean, std) summed over the action dimension (torch's Normal, unrolled)."""
-    var = std**2
-    per_dim = -((actions - mean) ** 2) / (2 * var) - torch.log(std) - LOG_SQRT_2PI
-    return per_dim.sum(dim=-1)
+    def stats(self) -> UpdateStats:
+        return self
 
 
-def gaussian_entropy(std: torch.Tensor) -> torch.Tensor:
-    return (0.5 + LOG_SQRT_2PI + torch.log(std)).sum(dim=-1)
+@dataclass(frozen=True)
+class UpdateRecord:
+    """The tensors an update's statistics come from, kept until they are logged.
+
+    Computing the loss values, entropy and std when a metrics row is written (every
+    log_interval frames) instead of in every update keeps a dozen small tensor ops, a sizeable
+    share of a one-transition update, out of the seed preset's per-frame cost; the numbers are
+    the same, computed by the same ops from the same tensors.
+    """
+
+    hp: Hyperparams
+    values: torch.Tensor
+    targets: torch.Tensor
+    neg_adv: torch.Tensor
+    log_prob: torch.Tensor
+    std: torch.Tensor
+
+    @torch.no_grad()
+    def stats(self) -> UpdateStats:
+        hp = self.hp
+        loss_fn = F.smooth_l1_loss if hp.critic_loss == "smooth_l1" else F.mse_loss
+        critic_loss = loss_fn(self.values, self.targets)
+        entropy = gradients.gaussian_entropy(self.std)
+        if hp.entropy_from_log_prob:
+            bonus = hp.entropy_weight * -self.log_prob
+        else:
+            bonus = -hp.entropy_weight * entropy
+        actor_loss = (self.neg_adv * self.log_prob + bonus).mean()
+        numbers = torch.stack([actor_loss, critic_loss, entropy.mean(), self.std.mean()])
+        return UpdateStats(*numbers.tolist())
 
 
 class A2C:
@@ -69,22 +92,19 @@ class A2C:
         std_ids = {id(p) for p in std_head}
         rest = [p for p in self.actor.parameters() if id(p) not in std_ids]
         # One Adam with a group per learning rate: Adam is per parameter, so this is the
-        # notebook's two optimisers exactly, in one fused kernel call instead of a dozen small ops
-        # per parameter (most of the cost of the seed preset's one-transition updates).
+        # notebook's two optimisers exactly, in one fused kernel call per group instead of a dozen
+        # small ops per parameter (most of the cost of the seed preset's one-transition updates).
         self.base_lrs = (hp.actor_lr, hp.actor_lr * hp.std_lr_scale, hp.critic_lr)
-        params = [rest, std_head, list(self.critic.parameters())]
-        self.optimizer = torch.optim.Adam(
-            [{"params": p, "lr": lr} for p, lr in zip(params, self.base_lrs, strict=True)],
-            eps=hp.adam_eps,
-            fused=True,
-        )
+        groups = [rest, std_head, list(self.critic.parameters())]
+        self.optimizer = GroupedAdam(groups, self.base_lrs, hp.adam_eps)
         self.obs_rms = RunningMeanStd(contract.OBS_DIM)
+        self._per_sample: dict[int, torch.Tensor] = {}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         """Sample actions from N(mean, std) (unclipped; the caller clips what the env gets)."""
-        mean, std = self.actor(obs)
-        return torch.normal(mean, std)
+        heads = self.actor.heads(self.actor.activations(obs)[-1])  # forward, minus the call
+        return torch.normal(heads.mean, heads.std)
 
     def observe(self, obs: torch.Tensor) -> None:
         """Fold a rollout's observations into the running statistics the networks normalise with."""
@@ -112,52 +132,71 @@ class A2C:
         for group, lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = lr * scale
 
-    def update(self, batch: Rollout) -> UpdateStats:
+    @torch.inference_mode()
+    def update(self, batch: Rollout) -> UpdateRecord:
+        """One gradient step of both networks on a rollout, gradients written out by hand
+        (trainer/gradients.py: autograd's arithmetic at a fraction of its per-op overhead)."""
         hp = self.hp
         steps, envs = batch.rewards.shape
-        flat_obs = batch.obs.reshape(steps * envs, -1)
-        both = self.critic(torch.cat([flat_obs, batch.next_obs.reshape(steps * envs, -1)]))
-        values = both[: steps * envs].reshape(steps, envs)
-        next_values = both[steps * envs :].reshape(steps, envs).detach()
+        n = steps * envs
+        flat_obs = batch.obs.reshape(n, -1)
+        critic_acts = self.critic.activations(torch.cat([flat_obs, batch.next_obs.reshape(n, -1)]))
+        both = self.critic.value(critic_acts[-1])
+        values = both[:n].reshape(steps, envs)
         advantages, targets = gae(
             batch.rewards * hp.reward_scale,
-            values.detach(),
-            next_values,
+            values,
+            both[n:].reshape(steps, envs),
             batch.terminated,
             batch.truncated,
             hp.gamma,
             hp.gae_lambda,
             hp.cut_bootstrap_at_truncation,
         )
-        loss_fn = F.smooth_l1_loss if hp.critic_loss == "smooth_l1" else F.mse_loss
-        critic_loss = loss_fn(values, targets)
+        grad_values = gradients.critic_loss_grad(hp.critic_loss, values, targets)
+        # The bootstrap values V(s') get no gradient; the zeros take part in the sums as they do
+        # in autograd's backward of the slice, which keeps the result bit for bit the same.
+        grad_both = torch.zeros_like(both)
+        grad_both[:n] = grad_values.reshape(n, 1)
+        gradients.critic_backward(self.critic, critic_acts, grad_both)
 
-        mean, std = self.actor(flat_obs)
-        log_prob = gaussian_log_prob(batch.actions.reshape(steps * envs, -1), mean, std)
+        actor_acts = self.actor.activations(flat_obs)
+        heads = self.actor.heads(actor_acts[-1])
+        log_prob = gradients.gaussian_log_prob(batch.actions.reshape(n, -1), heads.mean, heads.std)
         adv = advantages.reshape(-1)
-        if hp.normalize_advantage and adv.numel() > 1:
+        if hp.normalize_advantage and n > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        if hp.entropy_from_log_prob:
-            bonus = hp.entropy_weight * -log_prob
-        else:
-            bonus = -hp.entropy_weight * gaussian_entropy(std)
-        actor_loss = (-adv * log_prob + bonus).mean()
-        self._step(critic_loss, actor_loss)
-        with torch.no_grad():  # statistics only: no autograd bookkeeping
-            stats = torch.stack(
-                [actor_loss, critic_loss, gaussian_entropy(std).mean(), std.mean()]
-            ).tolist()
-        return UpdateStats(*stats)
+        neg_adv = -adv
+        grad_mean, grad_std = self._actor_loss_grads(neg_adv, log_prob)
+        gradients.actor_backward(self.actor, actor_acts, heads, grad_mean, grad_std)
+        self._step()
+        return UpdateRecord(hp, values, targets, neg_adv, log_prob.value, heads.std)
 
-    def _step(self, critic_loss: torch.Tensor, actor_loss: torch.Tensor) -> None:
-        """One backward pass for both losses, then each network's own clipping and step.
+    def _actor_loss_grads(
+        self, neg_adv: torch.Tensor, lp: gradients.GaussianLogProb
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """d/d(mean), d/d(std) of mean(-advantage * log_prob + bonus), as autograd computes them.
 
-        The networks share no parameters and the advantages are detached, so the gradients are
-        exactly those of two separate passes (the notebook's critic-then-actor order), for half
-        the autograd overhead.
+        The bonus is the entropy's (-entropy_weight * H), or with the notebook's quirk
+        entropy_weight * -log_prob (UpdateRecord.stats computes the loss itself).
         """
-        self.optimizer.zero_grad(set_to_none=True)
-        (critic_loss + actor_loss).backward()  # type: ignore[no-untyped-call]
+        hp = self.hp
+        per_sample = self._mean_grad(neg_adv.numel())
+        grad_log_prob = per_sample * neg_adv
+        if hp.entropy_from_log_prob:
+            grad_log_prob = grad_log_prob + -(per_sample * hp.entropy_weight)
+            return gradients.gaussian_log_prob_backward(lp, grad_log_prob)
+        grad_entropy = (per_sample * -hp.entropy_weight).unsqueeze(-1)
+        return gradients.gaussian_log_prob_backward(lp, grad_log_prob, grad_entropy)
+
+    def _mean_grad(self, n: int) -> torch.Tensor:
+        """d mean(x) / d x for n terms, as autograd computes it (made once per batch size)."""
+        if n not in self._per_sample:
+            self._per_sample[n] = torch.ones(n) / n
+        return self._per_sample[n]
+
+    def _step(self) -> None:
+        """Each network's own clipping, then one Adam step of both."""
         if self.hp.max_grad_norm > 0:
             for net in (self.critic, self.actor):
                 nn.utils.clip_grad_norm_(net.parameters(), self.hp.max_grad_norm)

@@ -176,6 +176,9 @@ def _print_checkpoint(path: Path) -> None:
     print(f"checkpoint {path}", file=sys.stderr, flush=True)
 
 
+REDRAW_S = 0.1
+
+
 class _Bar:
     """tqdm with frames/s and the recent training score; only tqdm knows about the terminal."""
 
@@ -190,6 +193,8 @@ class _Bar:
             file=sys.stderr,
             disable=None,  # no bar when stderr is not a terminal (CI logs, pipes)
         )
+        self._pending = 0
+        self._drawn_at = time.monotonic()
 
     def start(self, done: int) -> None:
         self._bar.update(done)
@@ -197,11 +202,20 @@ class _Bar:
         self._bar.update(done)
 
     def step(self, frames: int, score: float) -> None:
-        self._bar.update(frames)
+        """Called after every update; redraws at most every REDRAW_S. (The seed preset updates
+        ~2000 times a second: tqdm's bookkeeping per call would be a measurable share of that.)"""
+        self._pending += frames
+        now = time.monotonic()
+        if now - self._drawn_at < REDRAW_S:
+            return
+        self._drawn_at = now
+        self._bar.update(self._pending)
+        self._pending = 0
         if score == score:
             self._bar.set_postfix(score=f"{score:.1f}", refresh=False)
 
     def close(self) -> None:
+        self._bar.update(self._pending)
         self._bar.close()
 
 

@@ -23,7 +23,7 @@ import torch
 from swingup import contract
 from swingup.episodes import EVAL_SEED, run_episodes
 from trainer import checkpoint, envs
-from trainer.a2c import A2C, Rollout, UpdateStats
+from trainer.a2c import A2C, Rollout, UpdateRecord, UpdateStats
 from trainer.config import Hyperparams
 from trainer.policies import as_policy, torch_mean_std
 from trainer.run_log import EvalRow, MetricsRow, RunLog, read_evals, read_metrics
@@ -47,7 +47,8 @@ class LoopState:
     episodes: int = 0
     recent_returns: deque[float] = field(default_factory=lambda: deque(maxlen=10))
     episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    pending: list[UpdateStats] = field(default_factory=list)
+    # Updates since the last metrics row (restored from a checkpoint as numbers).
+    pending: list[UpdateRecord | UpdateStats] = field(default_factory=list)
     train_wall_s: float = 0.0
 
 
@@ -215,7 +216,7 @@ class Trainer:
         return float(np.mean(recent)) if recent else math.nan
 
     def _log_row(self) -> None:
-        pending = self.state.pending
+        pending = [p.stats() for p in self.state.pending]
         lr_scale = self.agent.optimizer.param_groups[0]["lr"] / self.hp.actor_lr
         self.log.add_metrics(
             MetricsRow(
@@ -264,7 +265,7 @@ class Trainer:
             "episodes": s.episodes,
             "recent_returns": list(s.recent_returns),
             "episode_returns": s.episode_returns.tolist(),
-            "pending": [vars(p) for p in s.pending],
+            "pending": [vars(p.stats()) for p in s.pending],
             "train_wall_s": s.train_wall_s,
             "actor": self.agent.actor.state_dict(),
             "critic": self.agent.critic.state_dict(),
