@@ -35,6 +35,15 @@ def test_good_observations_become_rows() -> None:
     np.testing.assert_array_equal(validation.observations(flat, 4), flat.reshape(4, 3))
 
 
+def test_huge_finite_observations_are_not_mistaken_for_non_finite_ones() -> None:
+    """The finiteness check sums first; a sum that overflows must not refuse finite values."""
+    flat = np.full(6, 3e38, dtype=np.float32)
+    np.testing.assert_array_equal(validation.observations(flat, 4), flat.reshape(2, 3))
+    flat[4] = -np.inf
+    with pytest.raises(InvalidRequest, match="non-finite value -inf in observation 1, component 1"):
+        validation.observations(flat, 4)
+
+
 def test_non_finite_actions_name_their_observation() -> None:
     actions = np.array([[0.5], [np.nan], [np.inf]], dtype=np.float32)
     with pytest.raises(InvalidRequest, match="observation 1 lies so far outside"):
