@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -63,11 +63,19 @@ def status_of(exc: ServingError) -> grpc.StatusCode:
     return next(codes, grpc.StatusCode.FAILED_PRECONDITION)
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
+def _set_status(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
+    """Give the call the status `exc` maps to; gRPC sends it when the handler returns.
+
+    Not context.abort(), which sends the status at once: then a client could hold its error
+    before the interceptors around the handler (the metrics) had seen the call end.
+    """
     if isinstance(exc, ServingError):
-        await context.abort(status_of(exc), str(exc))
-    log.exception("internal error serving a request")
-    await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+        code, details = status_of(exc), str(exc)
+    else:
+        log.exception("internal error serving a request")
+        code, details = grpc.StatusCode.INTERNAL, "internal server error"
+    context.set_code(code)
+    context.set_details(details)
 
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -85,7 +93,8 @@ def unary(
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
-            await _abort(context, exc)
+            _set_status(context, exc)
+            return None  # type: ignore[return-value]  # gRPC sends no reply with an error status
 
     return wrapped
 
@@ -103,6 +112,6 @@ def streaming(
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
-            await _abort(context, exc)
+            _set_status(context, exc)
 
     return wrapped
