@@ -12,6 +12,7 @@ Forward intermediates come from `_MLP.activations` and `Actor.heads` (trainer/ne
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 from swingup import contract
 from trainer.networks import Actor, ActorHeads, Critic
 
-LOG_SQRT_2PI = 0.9189385332046727  # 0.5 * log(2 * pi)
+LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _MEAN = 1  # torch's Reduction::Mean, the reduction of the critic losses
 _ONE = torch.ones(())  # d loss / d loss
 
