@@ -11,7 +11,8 @@ flushed alone: with no window it runs at once, inline, without the future and th
 With batching off every request runs alone, in arrival order, through the same queue.
 
 Where the model runs: a call the model's own estimate puts under `INLINE_S` runs inline on the
-loop, because handing it to a thread costs more (~65 us) than it does. A longer one runs on the
+loop, because handing it to a thread costs more (~65 us) than it does; so does a lone request
+up to `LONE_INLINE_S`, as no other work waits for the loop then. A longer one runs on the
 one model thread (onnxruntime releases the GIL), so that the loop goes on accepting, validating
 and queueing requests, and refusing them once the queue is full, while the model works. One
 batch runs at a time: the next forms while it runs.
@@ -38,6 +39,11 @@ Outputs = tuple[np.ndarray, np.ndarray]
 
 # The longest model call that runs on the loop itself; longer ones go to the model thread.
 INLINE_S = 100e-6
+# ...except for a lone request (nothing queued or running, nothing else ready on the loop):
+# no other work waits for the loop then, and the hand-off to the thread and back costs more
+# than the loop being busy (1024 pendulums: ~210 us inline against ~380 us through the thread,
+# timed inside the server).
+LONE_INLINE_S = 2e-3
 
 
 class Model(Protocol):
@@ -82,8 +88,8 @@ class Batcher:
         self.observer = observer
         self.batching = batching  # False: every request runs alone, in arrival order
         self._pending: list[_Pending] = []
-        # id(model): (the model, weakly: a reload lets an old one go; its inline row limit)
-        self._inline_rows: dict[int, tuple[weakref.ref[Model], int]] = {}
+        # id(model): (the model, weakly: a reload lets an old one go; its inline row limits)
+        self._inline_rows: dict[int, tuple[weakref.ref[Model], tuple[int, int]]] = {}
         self._rows = 0  # queued rows, cancelled requests included until a flush drops them
         self._flush_handle: asyncio.Handle | None = None
         self._busy = False  # a batch is running on the model thread
@@ -113,8 +119,8 @@ class Batcher:
         if (
             not self._pending
             and not self._busy
-            and len(obs) <= self._inline_limit(model)
-            and (not self.batching or (self.window_s == 0 and _nothing_else_ready(loop)))
+            and (not self.batching or self.window_s == 0)
+            and self._may_run_alone(model, len(obs), _nothing_else_ready(loop))
         ):
             # Nothing could join this request before a flush would run (see
             # _nothing_else_ready): run it now, without the future and the loop pass.
@@ -152,22 +158,36 @@ class Batcher:
         self.rows += len(obs)
         return outputs
 
+    def _may_run_alone(self, model: Model, rows: int, loop_idle: bool) -> bool:
+        """Whether a request that finds the batcher empty runs inline now: with nothing else
+        ready on the loop, up to LONE_INLINE_S; otherwise only with batching off (a request
+        runs alone anyway) and up to INLINE_S."""
+        short, lone = self._inline_limits(model)
+        return rows <= lone if loop_idle else (not self.batching and rows <= short)
+
     def _inline_limit(self, model: Model) -> int:
-        """The most rows of `model` that run inline: its cost estimate, asked once per model
-        (and taken to grow with rows), not once per call."""
+        return self._inline_limits(model)[0]
+
+    def _inline_limits(self, model: Model) -> tuple[int, int]:
+        """The most rows of `model` that run inline, within INLINE_S and LONE_INLINE_S: its
+        cost estimate, asked once per model (and taken to grow with rows), not once per call."""
         known = self._inline_rows.get(id(model))
         if known is not None and known[0]() is model:
             return known[1]
+        limits = (self._rows_within(model, INLINE_S), self._rows_within(model, LONE_INLINE_S))
+        if len(self._inline_rows) >= 8:  # old versions come and go with reloads
+            self._inline_rows.clear()
+        self._inline_rows[id(model)] = (weakref.ref(model), limits)
+        return limits
+
+    def _rows_within(self, model: Model, budget_s: float) -> int:
         low, high = 0, self.max_batch
         while low < high:
             middle = (low + high + 1) // 2
-            if model.cost_s(middle) <= INLINE_S:
+            if model.cost_s(middle) <= budget_s:
                 low = middle
             else:
                 high = middle - 1
-        if len(self._inline_rows) >= 8:  # old versions come and go with reloads
-            self._inline_rows.clear()
-        self._inline_rows[id(model)] = (weakref.ref(model), low)
         return low
 
     def close(self) -> None:

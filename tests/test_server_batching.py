@@ -284,6 +284,43 @@ def test_a_lone_request_past_its_deadline_is_not_run() -> None:
     assert model.calls == [] and batcher.expired == 1
 
 
+class MidCostModel(Model):
+    """A model whose calls are estimated between INLINE_S and LONE_INLINE_S; records where
+    each ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def predict(self, obs: np.ndarray) -> Outputs:
+        self.threads.append(threading.current_thread().name)
+        return super().predict(obs)
+
+    def cost_s(self, rows: int) -> float:
+        return 1e-3
+
+
+def test_a_lone_request_runs_on_the_loop_and_a_crowd_on_the_model_thread() -> None:
+    """Alone, a call too long for the loop by INLINE_S still runs there (nothing waits for
+    the loop, and the thread's hand-off would cost more); requests arriving together go to the
+    model thread, so the loop goes on accepting while the model works."""
+    model = MidCostModel()
+    batcher = Batcher(max_batch=100)
+
+    async def main() -> None:
+        check_own_rows(rows(0, 2), await batcher.run(model, rows(0, 2)))
+        together = [rows(10 * i, 1) for i in range(1, 4)]
+        results = await asyncio.gather(*(batcher.run(model, obs) for obs in together))
+        for obs, outputs in zip(together, results, strict=True):
+            check_own_rows(obs, outputs)
+
+    asyncio.run(main())
+    batcher.close()
+    assert model.calls == [2, 3]
+    assert model.threads[0] == threading.current_thread().name
+    assert model.threads[1].startswith("swingup-model")
+
+
 @pytest.mark.parametrize("model", [Model(), SlowModel()], ids=["inline", "model thread"])
 def test_with_batching_off_every_request_runs_alone_in_order(model: Model) -> None:
     batcher = Batcher(max_batch=8, batching=False)
