@@ -29,6 +29,9 @@ from trainer.policies import as_policy, torch_mean_std
 from trainer.run_log import EvalRow, MetricsRow, RunLog, read_evals, read_metrics
 
 KEEP_CHECKPOINTS = 3
+# Updates keep their statistics' tensors until a metrics row is written; past this many they
+# are turned into numbers, so that a long log interval cannot pile up tensors without bound.
+PENDING_TENSORS_LIMIT = 4096
 
 
 class Interrupted(Exception):
@@ -140,6 +143,8 @@ class Trainer:
                 rollout = self._collect()
                 self.agent.observe(rollout.obs)
                 self.state.pending.append(self.agent.update(rollout))
+                if len(self.state.pending) % PENDING_TENSORS_LIMIT == 0:
+                    self.state.pending = [p.stats() for p in self.state.pending]
                 self.state.frames += per_update
                 self.state.train_wall_s += time.perf_counter() - started
                 self._after_update(per_update)
