@@ -63,7 +63,7 @@ def status_of(exc: ServingError) -> grpc.StatusCode:
     return next(codes, grpc.StatusCode.FAILED_PRECONDITION)
 
 
-def _set_status(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
+def set_status(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
     """Give the call the status `exc` maps to; gRPC sends it when the handler returns.
 
     Not context.abort(), which sends the status at once: then a client could hold its error
@@ -93,7 +93,7 @@ def unary(
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
-            _set_status(context, exc)
+            set_status(context, exc)
             return None  # type: ignore[return-value]  # gRPC sends no reply with an error status
 
     return wrapped
@@ -112,6 +112,6 @@ def streaming(
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
-            _set_status(context, exc)
+            set_status(context, exc)
 
     return wrapped

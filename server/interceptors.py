@@ -97,24 +97,18 @@ def observed(handler: Handler, on_done: OnDone) -> Handler:
 
 def refusing(handler: Handler | None, error: ServingError) -> Handler:
     """A handler of `handler`'s shape (unary if there is none) that refuses every call with
-    the status `error` maps to, before reading a request. The status goes out when the handler
-    returns (not through context.abort, which sends it at once), so the interceptors outside
-    this one have seen the call end by the time the client sees its error."""
-    code, details = errors.status_of(error), str(error)
-
-    def refuse_now(context: Context) -> None:
-        context.set_code(code)
-        context.set_details(details)
+    the status `error` maps to, before reading a request (sent when the handler returns: see
+    errors.set_status)."""
 
     async def refuse(request: Any, context: Context) -> None:
-        refuse_now(context)
+        errors.set_status(context, error)
 
     if handler is None:
         return grpc.unary_unary_rpc_method_handler(refuse)
     if handler.response_streaming:
 
         async def refuse_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            refuse_now(context)
+            errors.set_status(context, error)
             return
             yield  # unreachable: makes this an async generator, as the shape requires
 

@@ -154,6 +154,10 @@ class Cost:
 COST_PROBE_ROWS = 256
 
 
+# Named once: session.run(None, ...) lists the graph's outputs again on every call.
+_OUTPUTS = [contract.MEAN_NAME, contract.STD_NAME]
+
+
 @dataclass
 class Runtime:
     """A loaded, checked model: `predict(obs) -> (mean, std)` on the chosen provider."""
@@ -166,10 +170,6 @@ class Runtime:
     note: str
     sha256: str = ""
     cost: Cost = field(default_factory=Cost)
-
-    def __post_init__(self) -> None:
-        # Named once: session.run(None, ...) lists the outputs again on every call.
-        self._outputs = [contract.MEAN_NAME, contract.STD_NAME]
 
     @property
     def provider(self) -> str:
@@ -209,7 +209,7 @@ class Runtime:
 
     def predict(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run the actor on float32 [batch, obs_dim]; outputs are [batch, action_dim] each."""
-        mean, std = self.session.run(self._outputs, {contract.INPUT_NAME: obs})
+        mean, std = self.session.run(_OUTPUTS, {contract.INPUT_NAME: obs})
         return mean, std
 
     def cost_s(self, rows: int) -> float:

@@ -103,8 +103,8 @@ class A2C:
     @torch.inference_mode()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         """Sample actions from N(mean, std) (unclipped; the caller clips what the env gets)."""
-        heads = self.actor.heads(self.actor.activations(obs)[-1])  # forward, minus the call
-        return torch.normal(heads.mean, heads.std)
+        mean, std = self.actor.forward(obs)  # forward itself: no module-call hooks per frame
+        return torch.normal(mean, std)
 
     def observe(self, obs: torch.Tensor) -> None:
         """Fold a rollout's observations into the running statistics the networks normalise with."""
