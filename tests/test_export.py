@@ -14,6 +14,7 @@ import torch
 from swingup import contract
 from trainer import checkpoint
 from trainer.cli import main
+from trainer.networks import Actor
 from trainer.onnx_graph import ExportError, export_actor, parity_observations
 from trainer.policies import actor_from_state
 
@@ -137,3 +138,43 @@ def test_a_failed_parity_check_writes_nothing(
         export_actor(actor, out, {})
     assert out.read_bytes() == b"old"
     assert list(tmp_path.iterdir()) == [out]  # no temporary file left behind
+
+
+def test_the_served_graph_is_the_lean_one(exported: Path) -> None:
+    """The normaliser folded into the first layer, both heads one MatMul, and no 0-d constant
+    broadcast against [batch, 1] (onnxruntime's slow path): see ServedActor."""
+    model = onnx.load(str(exported))
+    ops = [node.op_type for node in model.graph.node]
+    assert "Sub" not in ops and "Div" not in ops
+    assert ops.count("MatMul") == 1 and ops.count("Gemm") == 1  # one hidden layer, one head
+    shapes = {i.name: list(i.dims) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type in ("Mul", "Add") and node.output[0] != "":
+            for name in node.input:
+                assert shapes.get(name, [1, 1]) != [], f"{node.op_type} by a 0-d {name}"
+
+
+@pytest.mark.parametrize(
+    "layers,std_param,normalize",
+    [(2, "exp_softplus", True), (1, "softplus", False), (3, "softplus", True)],
+)
+def test_parity_of_other_actor_shapes(
+    tmp_path: Path, layers: int, std_param: str, normalize: bool
+) -> None:
+    """Folding the normaliser and merging the heads keep the actor's function for any shape."""
+    torch.manual_seed(layers)
+    actor = Actor(hidden=32, layers=layers, std_param=std_param, normalize_obs=normalize)  # type: ignore[arg-type]
+    with torch.no_grad():
+        actor.normalizer.obs_mean.copy_(torch.tensor([0.1, -0.2, 0.5]))
+        actor.normalizer.obs_std.copy_(torch.tensor([0.7, 0.6, 3.0]))
+        for param in actor.parameters():
+            param.add_(torch.randn_like(param) * 0.1)
+    result = export_actor(actor, tmp_path / "actor.onnx", {})
+    assert result.max_abs_diff <= 1e-5
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    obs = parity_observations(257, seed=layers)
+    mean, std = session.run(None, {contract.INPUT_NAME: obs})
+    with torch.no_grad():
+        mean_t, std_t = actor(torch.from_numpy(obs))
+    np.testing.assert_allclose(mean, mean_t.numpy(), atol=1e-5)
+    np.testing.assert_allclose(std, std_t.numpy(), atol=1e-5)

