@@ -92,6 +92,13 @@ class Outcome:
         }
 
     @staticmethod
+    def sequence(parts: list[Outcome]) -> Outcome:
+        """Windows measured one after another (rounds) as one outcome over their total time."""
+        merged = Outcome.merge(parts)
+        merged.duration_s = sum(p.duration_s for p in parts)
+        return merged
+
+    @staticmethod
     def merge(parts: list[Outcome]) -> Outcome:
         return Outcome(
             latencies=np.concatenate([p.latencies for p in parts]) if parts else np.zeros(0),

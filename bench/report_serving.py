@@ -147,7 +147,10 @@ def _preamble(result: dict[str, Any]) -> list[str]:
         f'"processes" rows spread them over {result["scale"]["processes"]} processes. The '
         "echo (`bench/echo_server.py`) answers the same `swingup.v1.PolicyService` methods with "
         "the same messages and nothing of ours. Each configuration is measured on the echo and "
-        "on our server back to back; ratios are ours / floor. Server (and client) CPU per call "
+        f"on our server in turn, {result['scale'].get('rounds', 1)} windows each (the latency, "
+        "big-batch, throughput and stream rows), and each server's windows are pooled, so that a "
+        "machine whose speed drifts weighs on both alike; ratios are ours / floor. Server (and "
+        "client) CPU per call "
         "is the process's user + system CPU time over the whole load, warm-up included, divided "
         "by the calls answered: the cost we own, and the figure other work on a shared machine "
         "disturbs least.",

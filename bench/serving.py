@@ -42,6 +42,9 @@ class Scale:
     latency_s: float = 3.0  # each one-caller latency row
     throughput_s: float = 2.0  # each many-caller row
     warmup_s: float = 0.5
+    # Servers compared in a row (the echo and ours) are taken in turn this many times, a window
+    # each, and their windows pooled: see Bench.compare.
+    rounds: int = 3
     callers: tuple[int, ...] = (1, 16, 64, 256)
     processes: int = 2  # caller processes: one per core did best here (see the report)
     big_batch: int = 1024
@@ -61,6 +64,7 @@ class Scale:
 
 
 SMOKE = Scale(
+    rounds=2,  # two, so that the smoke run takes the servers in turn as a full run does
     latency_s=0.3,
     throughput_s=0.3,
     warmup_s=0.1,
@@ -146,40 +150,84 @@ class Bench:
         group: str = "",
         client: str = "stub",
     ) -> dict[str, Any]:
+        """One row: `callers` callers of `server` for `duration_s`."""
+        return self.compare(
+            [server],
+            method,
+            callers,
+            pendulums=pendulums,
+            processes=processes,
+            duration_s=duration_s,
+            group=group,
+            client=client,
+            rounds=1,
+        )[0]
+
+    def compare(
+        self,
+        servers_: list[str],
+        method: load.Method = "unary",
+        callers: int = 1,
+        *,
+        pendulums: int = 1,
+        processes: int = 1,
+        duration_s: float | None = None,
+        group: str = "",
+        client: str = "stub",
+        rounds: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """A row per server, measured in turn for `rounds` windows that share `duration_s`.
+
+        Taking the servers in turn, a window each, and pooling each server's windows exposes
+        them all alike to a machine whose speed drifts (a shared 2-core VM's does, by 10-30%
+        over a minute): a ratio of two rows is then not a ratio of two moments."""
+        rounds = rounds or self.scale.rounds
         job = Job(
-            self.targets[server],
+            "",
             method,
             callers,
             pendulums=pendulums,
             warmup_s=self.scale.warmup_s,
-            duration_s=duration_s or self.scale.throughput_s,
+            duration_s=(duration_s or self.scale.throughput_s) / rounds,
             timeout_s=10.0 if pendulums > 1 else 2.0,
             client="library" if client == "library" else "stub",
         )
-        server_pids = [self.running[server].pid]
-        before = cpu_seconds(server_pids), cpu_seconds(self.pool.pids)
-        outcome = self.pool.run(job, processes)
-        after = cpu_seconds(server_pids), cpu_seconds(self.pool.pids)
-        per_call = 1e6 / max(outcome.answered, 1)
+        parts: dict[str, list[load.Outcome]] = {server: [] for server in servers_}
+        cpu = {server: [0.0, 0.0] for server in servers_}  # server's, callers'
+        for _ in range(rounds):
+            for server in servers_:
+                server_pids = [self.running[server].pid]
+                before = cpu_seconds(server_pids), cpu_seconds(self.pool.pids)
+                parts[server].append(
+                    self.pool.run(dataclasses.replace(job, target=self.targets[server]), processes)
+                )
+                cpu[server][0] += cpu_seconds(server_pids) - before[0]
+                cpu[server][1] += cpu_seconds(self.pool.pids) - before[1]
         used = len(load.split(callers, processes))
-        row = {
-            "group": group,
-            "server": server,
-            "method": method,
-            "callers": callers,
-            "pendulums": pendulums,
-            "processes": used,
-            "clients": "threads" if used == 1 else "processes",
-            "client": client,
-            **outcome.summary(pendulums),
-            # CPU time per answered call, warm-up included: the cost of a call on each side,
-            # which other work on the machine disturbs far less than it does latency.
-            "server_cpu_us": (after[0] - before[0]) * per_call,
-            "client_cpu_us": (after[1] - before[1]) * per_call,
-            "quantiles_ms": _quantiles(outcome.latencies),
-        }
-        self.rows.append(row)
-        return row
+        rows = []
+        for server in servers_:
+            outcome = load.Outcome.sequence(parts[server])
+            per_call = 1e6 / max(outcome.answered, 1)
+            row = {
+                "group": group,
+                "server": server,
+                "method": method,
+                "callers": callers,
+                "pendulums": pendulums,
+                "processes": used,
+                "clients": "threads" if used == 1 else "processes",
+                "client": client,
+                "rounds": rounds,
+                **outcome.summary(pendulums),
+                # CPU time per answered call, warm-up included: the cost of a call on each
+                # side, which other work on the machine disturbs far less than it does latency.
+                "server_cpu_us": cpu[server][0] * per_call,
+                "client_cpu_us": cpu[server][1] * per_call,
+                "quantiles_ms": _quantiles(outcome.latencies),
+            }
+            self.rows.append(row)
+            rows.append(row)
+        return rows
 
     def find(self, **match: Any) -> dict[str, Any] | None:
         return next((r for r in self.rows if all(r.get(k) == v for k, v in match.items())), None)
@@ -214,25 +262,20 @@ def latency_rows(bench: Bench, floor: str, ours: list[str]) -> None:
     server whose --max-batch refuses it)."""
     big = bench.scale.big_batch
     for method in METHODS:
-        for server in (floor, *ours):
-            bench.measure(server, method, duration_s=bench.scale.latency_s, group="latency")
+        bench.compare([floor, *ours], method, duration_s=bench.scale.latency_s, group="latency")
     for method in METHODS:  # what our client library adds to the bare stub
         bench.measure(
             "ours", method, duration_s=bench.scale.latency_s, group="library", client="library"
         )
-    for server in (floor, *ours):
-        if "--max-batch" not in (server_args(server) or []):
-            bench.measure(
-                server, pendulums=big, duration_s=bench.scale.latency_s, group="big batch"
-            )
+    sized = [s for s in (floor, *ours) if "--max-batch" not in (server_args(s) or [])]
+    bench.compare(sized, pendulums=big, duration_s=bench.scale.latency_s, group="big batch")
 
 
 def throughput_rows(bench: Bench, servers_: list[str], callers: tuple[int, ...]) -> None:
     procs = bench.scale.processes
     for n in callers:
         for processes in (1, procs) if n > 1 else (1,):
-            for server in servers_:
-                bench.measure(server, "unary", n, processes=processes, group="throughput")
+            bench.compare(servers_, "unary", n, processes=processes, group="throughput")
 
 
 # --- real-time capacity -----------------------------------------------------------------------
@@ -453,10 +496,9 @@ def _measure_all(
     procs = scale.processes
     latency_rows(bench, "echo", ["ours", *scale.variants])
     throughput_rows(bench, ["echo", "ours"], scale.callers)
-    for server in ("echo", "ours"):
-        bench.measure(
-            server, "stream", scale.stream_callers, processes=procs, group="stream throughput"
-        )
+    bench.compare(
+        ["echo", "ours"], "stream", scale.stream_callers, processes=procs, group="stream throughput"
+    )
     for n in scale.variant_callers:
         for server in scale.variants:
             bench.measure(server, "unary", n, processes=procs, group="variants")

@@ -21,6 +21,9 @@ def test_the_serving_harness_writes_its_report(model_path: Path, tmp_path: Path)
     servers = {row["server"] for row in saved["rows"]}
     assert {"echo", "ours"} <= servers
     assert all(row["errors"] == 0 for row in saved["rows"]), saved["rows"]
+    # The echo and ours are taken in turn, and each row pools its server's windows.
+    latency = [row for row in saved["rows"] if row["group"] == "latency"]
+    assert latency and all(row["rounds"] == 2 and row["calls"] > 0 for row in latency)
     assert {"ours unary", "ours stream", "echo unary", "echo stream"} <= set(saved["capacity"])
     assert saved["memory"]["samples"]
     for png in ("serving-latency.png", "serving-throughput.png", "serving-memory.png"):
