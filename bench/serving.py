@@ -504,10 +504,10 @@ def _measure_all(
             bench.measure(server, "unary", n, processes=procs, group="variants")
     for name in scale.variants:
         _stop(running, name)
-    caps = {
+    caps = {  # the echo and ours back to back for each method: a drifting machine hits both
         f"{server} {method}": capacity(bench.pool, bench.targets[server], method, scale)
-        for server in ("echo", "ours")
         for method in METHODS
+        for server in ("echo", "ours")
     }
     _stop(running, "echo")
     ours = running["ours"]

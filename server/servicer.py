@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -19,6 +19,7 @@ from server.wire import (
     Malformed,
     bidi,
     deadline_of,
+    packed_floats,
     parsed,
     register,
     unary,
@@ -37,6 +38,7 @@ _MODES: dict[int, Mode] = {
 
 
 _ITERATE_BELOW = 96
+_PACK_ABOVE = 64
 
 
 def _mode(value: int) -> Mode:
@@ -56,6 +58,18 @@ def _obs(values: Any) -> np.ndarray:
     return np.array(values, dtype=np.float32)
 
 
+_Reply = TypeVar("_Reply", pb.ActResponse, pb.StreamActResponse)
+
+
+def _with_actions(reply: _Reply, actions: np.ndarray) -> _Reply:
+    # A list is the cheaper way in for a few values (~1 us less for one), the packed encoding
+    # for many (1024 actions: ~13 us against ~38 us from cold caches).
+    if actions.size <= _PACK_ABOVE:
+        reply.actions.extend(actions.ravel().tolist())
+        return reply
+    return packed_floats(reply, "actions", actions)
+
+
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     def __init__(self, plane: DataPlane, workers: int = 1, idle_timeout_s: float = 30.0) -> None:
         self.plane = plane
@@ -69,10 +83,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         result = await self.plane.infer(
             _obs(request.obs), _mode(request.mode), seed, deadline_of(context)
         )
-        return pb.ActResponse(
-            actions=result.actions.ravel().tolist(),
-            batch_size=len(result.actions),
-            model_version=result.version,
+        return _with_actions(
+            pb.ActResponse(batch_size=len(result.actions), model_version=result.version),
+            result.actions,
         )
 
     @errors.unary  # a streaming call that writes with context.write(): see IdleLimit
@@ -95,11 +108,11 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                     session.check_unchanged(mode, seed)
                 step = session.steps
                 actions = await session.step(_obs(request.obs), deadline)
-                reply = pb.StreamActResponse(
-                    actions=actions.ravel().tolist(),
-                    batch_size=len(actions),
-                    model_version=session.version,
-                    step=step,
+                reply = _with_actions(
+                    pb.StreamActResponse(
+                        batch_size=len(actions), model_version=session.version, step=step
+                    ),
+                    actions,
                 )
                 await idle.wait(context.write(reply), "waiting for the client to read")
         finally:

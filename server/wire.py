@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from server.errors import DeadlineExpired, InvalidRequest
@@ -43,6 +45,43 @@ def parsed(request: M | Malformed) -> M:
     if isinstance(request, Malformed):
         raise InvalidRequest(f"malformed request: not a {request.message} ({request.reason})")
     return request
+
+
+def packed_floats(message: M, field: str, values: np.ndarray) -> M:
+    """`message` with `values` appended to its repeated float `field`, through the wire format.
+
+    Given a list, upb converts it value by value (1024 actions: ~40 us from cold caches, as a
+    server's calls run); given the packed encoding, it copies it once (~13 us, construction
+    and all). Concatenated encodings merge, as protobuf defines, so the message is exactly the
+    one the list would have built, byte for byte when serialized.
+    """
+    data = np.ascontiguousarray(values, dtype="<f4").tobytes()
+    message.MergeFromString(_float_field_key(message.DESCRIPTOR, field) + _varint(len(data)) + data)
+    return message
+
+
+_FIELD_KEYS: dict[tuple[str, str], bytes] = {}
+
+
+def _float_field_key(descriptor: Any, field: str) -> bytes:
+    """The tag of a packed repeated float field: its number, wire type 2 (length-delimited)."""
+    name = (descriptor.full_name, field)
+    key = _FIELD_KEYS.get(name)
+    if key is None:
+        spec = descriptor.fields_by_name[field]
+        if spec.type != FieldDescriptor.TYPE_FLOAT or not spec.is_repeated:
+            raise TypeError(f"{descriptor.full_name}.{field} is not a repeated float field")
+        key = _FIELD_KEYS[name] = _varint(spec.number << 3 | 2)
+    return key
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 Handlers = dict[str, "grpc.RpcMethodHandler[Any, Any]"]
