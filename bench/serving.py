@@ -139,29 +139,10 @@ class Bench:
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def measure(
-        self,
-        server: str,
-        method: load.Method = "unary",
-        callers: int = 1,
-        *,
-        pendulums: int = 1,
-        processes: int = 1,
-        duration_s: float | None = None,
-        group: str = "",
-        client: str = "stub",
+        self, server: str, method: load.Method = "unary", callers: int = 1, **options: Any
     ) -> dict[str, Any]:
-        """One row: `callers` callers of `server` for `duration_s`."""
-        return self.compare(
-            [server],
-            method,
-            callers,
-            pendulums=pendulums,
-            processes=processes,
-            duration_s=duration_s,
-            group=group,
-            client=client,
-            rounds=1,
-        )[0]
+        """One row: `server` alone, in one window (`options` as for `compare`)."""
+        return self.compare([server], method, callers, rounds=1, **options)[0]
 
     def compare(
         self,
