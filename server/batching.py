@@ -165,9 +165,6 @@ class Batcher:
         short, lone = self._inline_limits(model)
         return rows <= lone if loop_idle else (not self.batching and rows <= short)
 
-    def _inline_limit(self, model: Model) -> int:
-        return self._inline_limits(model)[0]
-
     def _inline_limits(self, model: Model) -> tuple[int, int]:
         """The most rows of `model` that run inline, within INLINE_S and LONE_INLINE_S: its
         cost estimate, asked once per model (and taken to grow with rows), not once per call."""
@@ -236,7 +233,7 @@ class Batcher:
         model = batch[0].model
         obs = batch[0].obs if len(batch) == 1 else np.concatenate([item.obs for item in batch])
         waits = None if self.observer is None else [now - item.queued_at for item in batch]
-        if len(obs) <= self._inline_limit(model):
+        if len(obs) <= self._inline_limits(model)[0]:
             start = 0.0 if waits is None else time.perf_counter()
             try:
                 outputs = model.predict(obs)

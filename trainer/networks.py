@@ -95,6 +95,15 @@ class ActorHeads(NamedTuple):
     std: torch.Tensor
 
 
+def std_of(
+    std_pre: torch.Tensor, std_param: StdParam, min_std: float | torch.Tensor
+) -> torch.Tensor:
+    """The std head's output from its pre-activation: exp(softplus(x)) or softplus(x) + min_std
+    (the exported graph passes min_std as a [1, 1] tensor; the arithmetic is the same)."""
+    raw = F.softplus(std_pre)
+    return torch.exp(raw) if std_param == "exp_softplus" else raw + min_std
+
+
 def _std_bias(init_std: float, std_param: StdParam, min_std: float) -> float:
     """The std head's bias that yields `init_std` when the weights are near zero."""
     target = math.log(init_std) if std_param == "exp_softplus" else init_std - min_std
@@ -143,8 +152,7 @@ class Actor(_MLP):
     def heads(self, hidden: torch.Tensor) -> ActorHeads:
         tanh = torch.tanh(F.linear(hidden, self.mu_layer.weight, self.mu_layer.bias))
         std_pre = F.linear(hidden, self.log_std_layer.weight, self.log_std_layer.bias)
-        raw = F.softplus(std_pre)
-        std = torch.exp(raw) if self.std_param == "exp_softplus" else raw + self.min_std
+        std = std_of(std_pre, self.std_param, self.min_std)
         return ActorHeads(tanh, tanh * contract.ACTION_HIGH, std_pre, std)
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from swingup import atomic, contract
-from trainer.networks import Actor, ObsNormalizer
+from trainer.networks import Actor, ObsNormalizer, std_of
 
 PARITY_TOLERANCE = 1e-5
 # Batch sizes the parity check runs at: the extremes of the contract and a few odd ones between.
@@ -90,7 +90,7 @@ class ServedActor(torch.nn.Module):
         self.register_buffer("action_scale", torch.full((1, 1), contract.ACTION_HIGH))
         self.register_buffer("min_std", torch.full((1, 1), actor.min_std))
         self.action_dim = actor.mu_layer.out_features
-        self.exp_std = actor.std_param == "exp_softplus"
+        self.std_param = actor.std_param
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = obs
@@ -99,9 +99,7 @@ class ServedActor(torch.nn.Module):
             hidden = torch.relu(F.linear(hidden, weight, bias))
         mu, std_pre = torch.split(hidden @ self.head_weight + self.head_bias, self.action_dim, 1)
         mean = (torch.tanh(mu) * self.action_scale).clamp(contract.ACTION_LOW, contract.ACTION_HIGH)
-        raw = F.softplus(std_pre)
-        std = torch.exp(raw) if self.exp_std else raw + self.min_std
-        return mean, std
+        return mean, std_of(std_pre, self.std_param, self.min_std)
 
 
 Affine = tuple[torch.Tensor, torch.Tensor]
