@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from server.bound import BoundSession
 from server.config import Device
 from server.errors import ModelError
 from swingup import contract
@@ -119,6 +120,9 @@ def _check_graph(session: ort.InferenceSession) -> None:
         )
     if inputs[0].type != "tensor(float)" or inputs[0].shape[1:] != [contract.OBS_DIM]:
         raise ModelError(f"model input is {inputs[0].type} {inputs[0].shape}, not float [batch, 3]")
+    types = [o.type for o in session.get_outputs()]
+    if types != ["tensor(float)", "tensor(float)"]:
+        raise ModelError(f"model outputs are {', '.join(types)}, not float")
 
 
 def check_onnx(data: bytes, path: Path) -> None:
@@ -170,6 +174,15 @@ class Runtime:
     note: str
     sha256: str = ""
     cost: Cost = field(default_factory=Cost)
+    bound: BoundSession = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.bound = BoundSession(
+            self.session,
+            contract.INPUT_NAME,
+            _OUTPUTS,
+            (contract.OBS_DIM, contract.ACTION_DIM),
+        )
 
     @property
     def provider(self) -> str:
@@ -209,8 +222,7 @@ class Runtime:
 
     def predict(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run the actor on float32 [batch, obs_dim]; outputs are [batch, action_dim] each."""
-        mean, std = self.session.run(_OUTPUTS, {contract.INPUT_NAME: obs})
-        return mean, std
+        return self.bound.run(obs)
 
     def cost_s(self, rows: int) -> float:
         return self.cost(rows)
@@ -219,7 +231,8 @@ class Runtime:
         """A smoke inference at load, so the first client does not pay for allocations and a
         model that breaks the contract's bounds is refused; it also times the model."""
         obs = smoke_observations()
-        mean, std = self.predict(obs)
+        # Checked through run(): the bound buffers take the contract's shapes for granted.
+        mean, std = self.session.run(_OUTPUTS, {contract.INPUT_NAME: obs})
         if mean.shape != (len(obs), contract.ACTION_DIM) or std.shape != mean.shape:
             raise ModelError(
                 f"model returned shapes {mean.shape} and {std.shape} for {len(obs)} observations"

@@ -1,0 +1,92 @@
+"""onnxruntime calls through input and output buffers bound once per batch size.
+
+`InferenceSession.run` wraps the numpy input in a new OrtValue and each output in a new numpy
+array on every call. For the actor that is most of the call: one observation ~26 us through
+`run` against ~15 us bound, timed from cold caches as a server's calls run (~10 against ~6
+warm); 1024 observations 162 against 145 us. An IOBinding fixes the buffers once; a call then
+copies the observations in, runs, and copies the two outputs out (the buffers are reused, so a
+caller must never hold them).
+
+The bindings of one session are used by one thread at a time; a call that finds them in use
+(the model thread and the event loop never run the model together, but nothing here relies on
+that) takes `run` instead, as does a session on any provider but the CPU's.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+Outputs = tuple[np.ndarray, np.ndarray]
+
+# Batch sizes whose bindings are kept; past that the cache starts again (a few KiB each).
+MAX_SHAPES = 64
+
+
+class _Binding:
+    """One batch size: the input buffer and the two output buffers, bound to the session."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        names: tuple[str, str, str],
+        rows: int,
+        dims: tuple[int, int],
+    ) -> None:
+        input_name, mean_name, std_name = names
+        obs_dim, action_dim = dims
+        self.obs = np.zeros((rows, obs_dim), np.float32)
+        self.mean = np.zeros((rows, action_dim), np.float32)
+        self.std = np.zeros((rows, action_dim), np.float32)
+        binding = session.io_binding()
+        binding.bind_cpu_input(input_name, self.obs)  # the buffer itself, not a copy
+        for name, buffer in ((mean_name, self.mean), (std_name, self.std)):
+            binding.bind_output(name, "cpu", 0, np.float32, list(buffer.shape), buffer.ctypes.data)
+        self.binding = binding
+
+
+class BoundSession:
+    """`run(obs) -> (mean, std)` of a session whose graph takes one float32 [batch, obs_dim]
+    input and gives two float32 [batch, action_dim] outputs."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        input_name: str,
+        output_names: Sequence[str],
+        dims: tuple[int, int],
+    ) -> None:
+        mean_name, std_name = output_names
+        self.session = session
+        self._names = (input_name, mean_name, std_name)
+        self._outputs = [mean_name, std_name]
+        self._dims = dims
+        self._bindings: dict[int, _Binding] = {}
+        self._lock = threading.Lock()
+        self.enabled = session.get_providers()[0] == "CPUExecutionProvider"
+
+    def run(self, obs: np.ndarray) -> Outputs:
+        """The graph's two outputs for float32 observations [batch, obs_dim], fresh arrays."""
+        if not self.enabled or not self._lock.acquire(blocking=False):
+            mean, std = self.session.run(self._outputs, {self._names[0]: obs})
+            return mean, std
+        try:
+            bound = self._binding(len(obs))
+            bound.obs[...] = obs
+            # No RunOptions: given some, the wrapper looks up a config entry that is not
+            # there, a C++ exception per call (~40 us).
+            self.session.run_with_iobinding(bound.binding)
+            return bound.mean.copy(), bound.std.copy()
+        finally:
+            self._lock.release()
+
+    def _binding(self, rows: int) -> _Binding:
+        bound = self._bindings.get(rows)
+        if bound is None:
+            if len(self._bindings) >= MAX_SHAPES:
+                self._bindings.clear()
+            bound = self._bindings[rows] = _Binding(self.session, self._names, rows, self._dims)
+        return bound
