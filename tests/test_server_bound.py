@@ -95,3 +95,15 @@ def test_a_model_with_other_than_float_outputs_is_refused(tmp_path: Path) -> Non
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
     with pytest.raises(ModelError, match=r"model outputs are tensor\(double\), tensor\(double\)"):
         Runtime.load(path, "cpu")
+
+
+def test_what_does_not_fit_a_binding_is_refused_as_run_refuses_it(model_path: Path) -> None:
+    bound = _bound(_session(model_path))
+    bound.run(observations(2))  # a binding for two rows exists
+    for bad in (
+        np.zeros((2, 1), np.float32),  # would broadcast into the [2, 3] buffer
+        np.zeros((2, 3), np.float64),  # would be cast
+        np.zeros(3, np.float32),
+    ):
+        with pytest.raises(Exception, match=r"(?i)invalid|rank|dimension|type"):
+            bound.run(bad)
