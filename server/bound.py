@@ -20,8 +20,12 @@ from collections.abc import Sequence
 import numpy as np
 import onnxruntime as ort
 
-# Batch sizes whose bindings are kept; past that the cache starts again (a few KiB each).
+# A batch size gets its own buffers the BIND_AFTER-th time it is seen, up to MAX_SHAPES sizes
+# for the session's life (a reload starts afresh); other sizes take run(). Binding costs ~20 us,
+# more than a bound call saves (~4-10 us), so a stream of ever-new sizes must not rebind: cycling
+# a 64-size cache through sizes 1-512 took 58 us a call against run()'s 34.
 MAX_SHAPES = 64
+BIND_AFTER = 3
 
 
 class _Binding:
@@ -64,31 +68,45 @@ class BoundSession:
         self._dims = dims
         self._row = (dims[0],)
         self._bindings: dict[int, _Binding] = {}
+        self._seen: dict[int, int] = {}  # calls of each size not bound yet (<= max batch)
         self._lock = threading.Lock()
         self.enabled = session.get_providers()[0] == "CPUExecutionProvider"
 
+    @property
+    def sizes(self) -> list[int]:
+        """The batch sizes with buffers bound."""
+        return sorted(self._bindings)
+
     def run(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The graph's two outputs for float32 observations [batch, obs_dim], fresh arrays."""
-        # Anything but a float32 [rows >= 1, obs_dim] goes to run(), which refuses it as
-        # onnxruntime does; the copy into a bound buffer would cast or broadcast it instead.
-        fits = obs.dtype == np.float32 and obs.shape[1:] == self._row and len(obs) > 0
-        if not (fits and self.enabled and self._lock.acquire(blocking=False)):
-            mean, std = self.session.run(self._outputs, {self._names[0]: obs})
-            return mean, std
-        try:
-            bound = self._binding(len(obs))
-            bound.obs[...] = obs
-            # No RunOptions: given some, the wrapper looks up a config entry that is not
-            # there and catches the C++ exception: 31 us a call, even warm (onnxruntime 1.32).
-            self.session.run_with_iobinding(bound.binding)
-            return bound.mean.copy(), bound.std.copy()
-        finally:
-            self._lock.release()
+        if self.enabled and self._lock.acquire(blocking=False):
+            try:
+                bound = self._bound_for(obs)
+                if bound is not None:
+                    bound.obs[...] = obs
+                    # No RunOptions: given some, the wrapper looks up a config entry that is
+                    # not there and catches the C++ exception: 31 us a call, even warm
+                    # (onnxruntime 1.32).
+                    self.session.run_with_iobinding(bound.binding)
+                    return bound.mean.copy(), bound.std.copy()
+            finally:
+                self._lock.release()
+        mean, std = self.session.run(self._outputs, {self._names[0]: obs})
+        return mean, std
 
-    def _binding(self, rows: int) -> _Binding:
+    def _bound_for(self, obs: np.ndarray) -> _Binding | None:
+        """The buffers bound for obs's batch size, binding them if it is due; None for a size
+        not bound, and for anything but float32 [rows >= 1, obs_dim]: run() refuses that as
+        onnxruntime does, where the copy into a buffer would cast or broadcast it."""
+        if obs.dtype != np.float32 or obs.shape[1:] != self._row or len(obs) == 0:
+            return None
+        rows = len(obs)
         bound = self._bindings.get(rows)
-        if bound is None:
-            if len(self._bindings) >= MAX_SHAPES:
-                self._bindings.clear()
-            bound = self._bindings[rows] = _Binding(self.session, self._names, rows, self._dims)
+        if bound is not None or len(self._bindings) >= MAX_SHAPES:
+            return bound
+        seen = self._seen[rows] = self._seen.get(rows, 0) + 1
+        if seen < BIND_AFTER:
+            return None
+        del self._seen[rows]
+        bound = self._bindings[rows] = _Binding(self.session, self._names, rows, self._dims)
         return bound

@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper
 from support import observations
 
-from server.bound import MAX_SHAPES, BoundSession
+from server.bound import BIND_AFTER, MAX_SHAPES, BoundSession
 from server.errors import ModelError
 from server.runtime import Runtime, session_options
 from swingup import contract
@@ -32,22 +32,40 @@ def _bound(session: ort.InferenceSession) -> BoundSession:
     )
 
 
-def test_every_batch_size_matches_run_past_the_cache(model_path: Path) -> None:
+def _same(bound: BoundSession, session: ort.InferenceSession, obs: np.ndarray) -> None:
+    mean, std = bound.run(obs)
+    want_mean, want_std = session.run(OUTPUTS, {contract.INPUT_NAME: obs})
+    np.testing.assert_array_equal(mean, want_mean)
+    np.testing.assert_array_equal(std, want_std)
+
+
+def test_a_size_seen_often_is_bound_and_answers_as_run_does(model_path: Path) -> None:
     session = _session(model_path)
     bound = _bound(session)
     assert bound.enabled
-    for rows in [*range(1, MAX_SHAPES + 8), 1, 2, 700]:  # past the cap: the cache starts again
-        obs = observations(rows, seed=rows)
-        mean, std = bound.run(obs)
-        want_mean, want_std = session.run(OUTPUTS, {contract.INPUT_NAME: obs})
-        np.testing.assert_array_equal(mean, want_mean)
-        np.testing.assert_array_equal(std, want_std)
+    for call in range(BIND_AFTER + 2):
+        assert bound.sizes == ([] if call < BIND_AFTER else [7])
+        _same(bound, session, observations(7, seed=call))
+
+
+def test_past_the_cap_new_sizes_take_run_and_nothing_is_rebound(model_path: Path) -> None:
+    session = _session(model_path)
+    bound = _bound(session)
+    for rows in range(1, MAX_SHAPES + 9):  # sizes 1-72, each often enough to be bound
+        for call in range(BIND_AFTER + 1):
+            _same(bound, session, observations(rows, seed=100 * rows + call))
+    assert bound.sizes == list(range(1, MAX_SHAPES + 1))
+    for rows in (1, 70, 700):  # a bound size, and two that are not: all still right
+        _same(bound, session, observations(rows, seed=rows))
+    assert bound.sizes == list(range(1, MAX_SHAPES + 1))
 
 
 def test_results_are_fresh_arrays(model_path: Path) -> None:
     bound = _bound(_session(model_path))
-    first = observations(5, seed=1)
-    mean, std = bound.run(first)
+    for _ in range(BIND_AFTER):
+        bound.run(observations(5))
+    assert bound.sizes == [5]
+    mean, std = bound.run(observations(5, seed=1))
     kept = mean.copy(), std.copy()
     bound.run(observations(5, seed=2))  # the same batch size: the same buffers
     np.testing.assert_array_equal(mean, kept[0])
@@ -72,6 +90,7 @@ def test_threads_at_once_each_get_their_own_answers(model_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert wrong == []
+    assert bound.sizes == [1, 2, 3, 4]  # the bound path did run
 
 
 def test_a_model_with_other_than_float_outputs_is_refused(tmp_path: Path) -> None:
@@ -99,7 +118,9 @@ def test_a_model_with_other_than_float_outputs_is_refused(tmp_path: Path) -> Non
 
 def test_what_does_not_fit_a_binding_is_refused_as_run_refuses_it(model_path: Path) -> None:
     bound = _bound(_session(model_path))
-    bound.run(observations(2))  # a binding for two rows exists
+    for _ in range(BIND_AFTER):
+        bound.run(observations(2))
+    assert bound.sizes == [2]
     for bad in (
         np.zeros((2, 1), np.float32),  # would broadcast into the [2, 3] buffer
         np.zeros((2, 3), np.float64),  # would be cast
