@@ -34,18 +34,18 @@ class _Binding:
     def __init__(
         self,
         session: ort.InferenceSession,
-        names: tuple[str, str, str],
+        input_name: str,
+        output_names: Sequence[str],
         rows: int,
         dims: tuple[int, int],
     ) -> None:
-        input_name, mean_name, std_name = names
         obs_dim, action_dim = dims
         self.obs = np.zeros((rows, obs_dim), np.float32)
         self.mean = np.zeros((rows, action_dim), np.float32)
         self.std = np.zeros((rows, action_dim), np.float32)
         binding = session.io_binding()
         binding.bind_cpu_input(input_name, self.obs)  # the buffer itself, not a copy
-        for name, buffer in ((mean_name, self.mean), (std_name, self.std)):
+        for name, buffer in zip(output_names, (self.mean, self.std), strict=True):
             binding.bind_output(name, "cpu", 0, np.float32, list(buffer.shape), buffer.ctypes.data)
         self.binding = binding
 
@@ -61,10 +61,9 @@ class BoundSession:
         output_names: Sequence[str],
         dims: tuple[int, int],
     ) -> None:
-        mean_name, std_name = output_names
         self.session = session
-        self._names = (input_name, mean_name, std_name)
-        self._outputs = [mean_name, std_name]
+        self._input = input_name
+        self._outputs = list(output_names)
         self._dims = dims
         self._row = (dims[0],)
         self._bindings: dict[int, _Binding] = {}
@@ -91,7 +90,7 @@ class BoundSession:
                     return bound.mean.copy(), bound.std.copy()
             finally:
                 self._lock.release()
-        mean, std = self.session.run(self._outputs, {self._names[0]: obs})
+        mean, std = self.session.run(self._outputs, {self._input: obs})
         return mean, std
 
     def _bound_for(self, obs: np.ndarray) -> _Binding | None:
@@ -108,5 +107,6 @@ class BoundSession:
         if seen < BIND_AFTER:
             return None
         del self._seen[rows]
-        bound = self._bindings[rows] = _Binding(self.session, self._names, rows, self._dims)
+        bound = _Binding(self.session, self._input, self._outputs, rows, self._dims)
+        self._bindings[rows] = bound
         return bound
