@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 
 from server import errors
+from server.drain import InFlight
 from server.models import Refusal, Reloader
 from server.wire import Malformed, parsed, register, unary
 from swingup.v1 import admin_pb2 as pb
@@ -65,7 +66,7 @@ class AdminServicer:
         ]
         return pb.ListVersionsResponse(serving_version=serving.version, versions=versions)
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
+    def add_to_server(self, server: grpc.aio.Server, in_flight: InFlight) -> None:
         register(
             server,
             SERVICE_NAME,
@@ -77,4 +78,5 @@ class AdminServicer:
                     self.ListVersions, pb.ListVersionsRequest, pb.ListVersionsResponse
                 ),
             },
+            in_flight,
         )

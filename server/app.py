@@ -2,7 +2,8 @@
 
 One process serves with one event loop; `--workers N` starts N such processes on one port
 (SO_REUSEPORT), the kernel spreading connections between them. On SIGTERM or SIGINT health turns
-NOT_SERVING, new calls are refused, and calls and streams in flight get `grace_s` to finish.
+NOT_SERVING, new calls are refused, and calls and streams in flight get `grace_s` to finish
+(server.drain).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 import swingup
-from server import security
+from server import drain, security
 from server.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
 from server.admin import AdminServicer
 from server.auth import TokenAuth, TokenFile
 from server.batching import Batcher
 from server.config import ServeConfig, address
 from server.dataplane import DataPlane
+from server.drain import InFlight
 from server.errors import ModelError
 from server.metrics import CallMetrics, Metrics, serve_metrics
 from server.models import Reloader
@@ -140,9 +142,10 @@ async def serve(
     server = grpc.aio.server(
         options=security.channel_options(config, reuse_port), interceptors=interceptors
     )
-    PolicyServicer(plane, config.workers, config.idle_timeout_s).add_to_server(server)
-    AdminServicer(reloader).add_to_server(server)
-    OipServicer(plane, config.model_name, config.idle_timeout_s).add_to_server(server)
+    in_flight = InFlight()
+    PolicyServicer(plane, config.workers, config.idle_timeout_s).add_to_server(server, in_flight)
+    AdminServicer(reloader).add_to_server(server, in_flight)
+    OipServicer(plane, config.model_name, config.idle_timeout_s).add_to_server(server, in_flight)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # not in the stubs
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in (health.OVERALL_HEALTH, SERVICE_NAME, OIP_SERVICE_NAME, ADMIN_SERVICE_NAME):
@@ -195,10 +198,11 @@ async def serve(
         "%s: not serving, draining calls and streams for up to %g s", received[0], config.grace_s
     )
     # The stop task starts first, so that by the time a watcher hears NOT_SERVING the server
-    # already refuses new calls; calls in flight, the watch included, run on until done or grace.
-    stopped = asyncio.create_task(server.stop(config.grace_s))
+    # already refuses new calls; calls in flight run on until done or grace, and once ours
+    # are done, what gRPC still holds (a watch, a call it never handed over) is cancelled.
+    stopping = asyncio.create_task(server.stop(config.grace_s))
     await health_servicer.enter_graceful_shutdown()
-    await stopped
+    await drain.finish(server, stopping, in_flight)
     for task in background:
         task.cancel()
     batcher.close()

@@ -23,6 +23,7 @@ from tritonclient.grpc import service_pb2 as pb
 import swingup
 from server import errors
 from server.dataplane import DataPlane
+from server.drain import InFlight
 from server.errors import InvalidRequest, ServingError, UnknownModel
 from server.sampling import Mode
 from server.wire import (
@@ -161,7 +162,7 @@ class OipServicer:
             )
         return current
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
+    def add_to_server(self, server: grpc.aio.Server, in_flight: InFlight) -> None:
         """tritonclient's add_GRPCInferenceServiceServicer_to_server for the calls served here,
         with the PolicyService's parsers, which answer a malformed request INVALID_ARGUMENT."""
         handlers = {
@@ -179,7 +180,7 @@ class OipServicer:
                 self.ModelStreamInfer, pb.ModelInferRequest, pb.ModelStreamInferResponse
             ),
         }
-        register(server, SERVICE_NAME, handlers)
+        register(server, SERVICE_NAME, handlers, in_flight)
 
 
 def _observations(request: Message) -> np.ndarray:

@@ -11,6 +11,7 @@ import numpy as np
 import swingup
 from server import errors
 from server.dataplane import DataPlane
+from server.drain import InFlight
 from server.errors import InvalidRequest
 from server.sampling import Mode
 from server.wire import (
@@ -125,7 +126,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         parsed(request)
         return _model_info(self.plane, self.workers)
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
+    def add_to_server(self, server: grpc.aio.Server, in_flight: InFlight) -> None:
         """The generated add_PolicyServiceServicer_to_server, with parsers that do not raise."""
         register(
             server,
@@ -135,6 +136,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 "StreamAct": bidi(self.StreamAct, pb.StreamActRequest, pb.StreamActResponse),
                 "GetModelInfo": unary(self.GetModelInfo, pb.GetModelInfoRequest, pb.ModelInfo),
             },
+            in_flight,
         )
 
 

@@ -390,3 +390,25 @@ def test_sigterm_drains_an_open_stream(model_path: Path, reference: Reference) -
         assert time.perf_counter() - start < 30, "waited for the grace period, not the stream"
         channel.close()
     assert any("SIGTERM: not serving" in line for line in server.lines)
+
+
+def test_sigterm_ends_a_health_watch_once_the_calls_are_done(model_path: Path) -> None:
+    """A health Watch never ends by itself. Once the server's own calls have ended, the drain
+    cancels it rather than wait out the grace: the watcher hears NOT_SERVING and then that the
+    server went away, and the server exits 0 well before its 60 s grace."""
+    with start_server(model_path, "--grace-s", "60") as server:
+        assert server.target is not None
+        with grpc.insecure_channel(server.target) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(), timeout=45
+            )
+            statuses = iter(watch)
+            assert next(statuses).status == health_pb2.HealthCheckResponse.SERVING
+            server.process.terminate()
+            assert next(statuses).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(grpc.RpcError) as raised:
+                next(statuses)
+            assert isinstance(raised.value, grpc.Call)
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE, raised.value.details()
+        assert server.process.wait(timeout=30) == 0
+    assert any("cancelling the calls gRPC still holds" in line for line in server.lines)

@@ -1,0 +1,82 @@
+"""Shutdown: drain until every call of ours has ended, not until gRPC says all calls have.
+
+`grpc.aio.Server.stop(grace)` refuses new calls and waits until gRPC core holds no live call.
+Core can hold one we will never see: a call that arrives as shutdown starts is, now and then,
+neither handed to the server nor cancelled (grpcio 1.85; one SIGTERM in ~15 under load on
+loopback here). stop() then waits for that call's deadline, or the whole grace, and its client
+waits with it. A health Watch, which never ends by itself, holds stop() the same way.
+
+So the server counts the calls its own handlers are running (`InFlight`, wrapped around every
+handler it registers), and once that count has stayed at zero for `QUIET_S` after shutdown
+began, it cancels whatever core still holds: clients get CANCELLED at once instead of a
+deadline, and the process exits when its work is done, not at the end of its grace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+log = logging.getLogger("swingup.serve")
+
+# How long the count must stay at zero: a call core handed over just before shutdown reaches
+# our handler a few event-loop passes later, well inside this.
+QUIET_S = 0.25
+
+Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+class InFlight:
+    """How many calls our handlers are running, and how many have ever started."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.started = 0
+
+    def counting(self, behaviour: Behaviour) -> Behaviour:
+        """`behaviour`, counted while it runs. Every handler of ours is a coroutine (streams
+        write with context.write()), so one wrapper shape serves them all."""
+        if not inspect.iscoroutinefunction(behaviour):
+            raise TypeError(f"{behaviour!r}: a handler to count must be a coroutine function")
+
+        async def counted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            self.running += 1
+            self.started += 1
+            try:
+                return await behaviour(request, context)
+            finally:
+                self.running -= 1
+
+        return counted
+
+    async def quiet(self, quiet_s: float) -> None:
+        """Return once no call has run, or started, for `quiet_s` seconds."""
+        while True:
+            started = self.started
+            if self.running == 0:
+                await asyncio.sleep(quiet_s)
+                if self.running == 0 and self.started == started:
+                    return
+            else:
+                await asyncio.sleep(quiet_s / 5)
+
+
+async def finish(
+    server: grpc.aio.Server, stopping: asyncio.Task[None], in_flight: InFlight
+) -> None:
+    """Wait for `stopping` (`server.stop(grace)`, already started); once every call of ours
+    has ended, cancel core's leftovers rather than wait for them."""
+    idle = asyncio.create_task(in_flight.quiet(QUIET_S))
+    try:
+        await asyncio.wait((stopping, idle), return_when=asyncio.FIRST_COMPLETED)
+        if not stopping.done():
+            log.info("every call of ours has ended: cancelling the calls gRPC still holds")
+            await server.stop(None)
+        await stopping
+    finally:
+        idle.cancel()
