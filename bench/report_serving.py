@@ -61,13 +61,15 @@ FINDINGS = [
     "  lowers it by ~70 us (unary) or ~44 us (a stream step): the call itself and the gRPC code",
     "  that runs slower after it. Our Python around it (checks, batcher, sampling, counters)",
     "  is the other ~10-30 us.",
-    "- Why onnxruntime costs that much here: between two calls of one caller the server sleeps",
-    "  while the client works (~300 us), and its caches go cold. One call of the actor takes",
-    "  ~9 us in a tight loop and 40-55 us after a 300 us sleep; a graph of one Relu takes 40 us",
-    "  after the same sleep, so it is onnxruntime's per-call machinery, not the actor's kernels.",
-    "  Optimisation levels, no arena, no memory pattern, no memory reuse: all within 2 us of",
-    "  each other from cold caches. The numpy of the same actor (26 us cold) is no cheaper than",
-    "  the bound call below, so the model stays onnxruntime's.",
+    "- Why the model call costs that much here: between two calls of one caller the server",
+    "  sleeps while the client works (~300 us), and its caches go cold. The bound call of the",
+    "  actor takes ~7 us in a tight loop, ~18 us after a 300 us sleep in a bare process, and",
+    "  34-44 us timed around it inside the server (p50s over 3 000 calls). A graph of one Relu",
+    "  costs as much as the actor after the same sleep, and optimisation levels, no arena, no",
+    "  memory pattern, no memory reuse are all within 2 us of each other from cold caches. The",
+    "  same actor in numpy, swapped into the server, left `Act` where it was (p50 0.596 against",
+    "  0.593 ms, loop CPU 343 us a call both): what the call costs there is the cold machine,",
+    "  which any engine pays, so the model stays onnxruntime's.",
     "- Batching: with 64 unary callers a model call serves 1.1 requests on average (256 callers:",
     "  1.1). grpc.aio's server loop asks gRPC's core for one new call at a time, so unary calls",
     "  enter one per loop pass and a zero window rarely finds two together; running every one",
@@ -104,7 +106,9 @@ FINDINGS = [
     "  synchronous server (13-16% faster for one caller in an A/B, unstable at 64 callers); two",
     "  intra-op threads for big batches (204 against 173 us at 1024 rows); gc.freeze() and a",
     "  higher gen-0 threshold; removing the stream's idle limit, `max_connection_idle_ms` or",
-    "  HTTP/2 BDP probing (each within the noise). Pinning the loop thread to a core saves ~40 us",
+    "  HTTP/2 BDP probing (each within the noise); reading a stream's requests with",
+    "  `context.read()` instead of through the request iterator (-7 us a step, within the",
+    "  noise). Pinning the loop thread to a core saves ~40 us",
     "  of CPU a call, for the echo as much as for us: a deployment choice.",
     "- Noise: on this VM a figure moves 10-30% between runs minutes apart, interleaved or not",
     "  (the echo's own `StreamAct` step p50 0.29-0.38 ms in one afternoon); a ratio within ~0.1",
@@ -171,7 +175,8 @@ def _preamble(result: dict[str, Any]) -> list[str]:
         "echo (`bench/echo_server.py`) answers the same `swingup.v1.PolicyService` methods with "
         "the same messages and nothing of ours. Each configuration is measured on the echo and "
         f"on our server in turn, {result['scale'].get('rounds', 1)} windows each (the latency, "
-        "big-batch, throughput and stream rows), and each server's windows are pooled, so that a "
+        "`PolicyClient`, big-batch, throughput and stream rows), and each server's windows are "
+        "pooled, so that a "
         "machine whose speed drifts weighs on both alike; ratios are ours / floor. Server (and "
         "client) CPU per call "
         "is the process's user + system CPU time over the whole load, warm-up included, divided "

@@ -156,13 +156,19 @@ class Bench:
         group: str = "",
         client: str = "stub",
         rounds: int | None = None,
+        library: str | None = None,
     ) -> list[dict[str, Any]]:
-        """A row per server, measured in turn for `rounds` windows that share `duration_s`.
+        """A row per server, measured in turn for `rounds` windows that share `duration_s`;
+        with `library`, one more row, of that server called through our `PolicyClient`, taken
+        in the same turns (group "library").
 
         Taking the servers in turn, a window each, and pooling each server's windows exposes
         them all alike to a machine whose speed drifts (a shared 2-core VM's does, by 10-30%
         over a minute): a ratio of two rows is then not a ratio of two moments."""
         rounds = rounds or self.scale.rounds
+        lanes = [(server, client, group) for server in servers_]
+        if library is not None:
+            lanes.append((library, "library", "library"))
         job = Job(
             "",
             method,
@@ -171,39 +177,41 @@ class Bench:
             warmup_s=self.scale.warmup_s,
             duration_s=(duration_s or self.scale.throughput_s) / rounds,
             timeout_s=10.0 if pendulums > 1 else 2.0,
-            client="library" if client == "library" else "stub",
         )
-        parts: dict[str, list[load.Outcome]] = {server: [] for server in servers_}
-        cpu = {server: [0.0, 0.0] for server in servers_}  # server's, callers'
+        parts: list[list[load.Outcome]] = [[] for _ in lanes]
+        cpu = [[0.0, 0.0] for _ in lanes]  # server's, callers'
         for _ in range(rounds):
-            for server in servers_:
+            for lane, (server, lane_client, _) in enumerate(lanes):
                 server_pids = [self.running[server].pid]
                 before = cpu_seconds(server_pids), cpu_seconds(self.pool.pids)
-                parts[server].append(
-                    self.pool.run(dataclasses.replace(job, target=self.targets[server]), processes)
+                this = dataclasses.replace(
+                    job,
+                    target=self.targets[server],
+                    client="library" if lane_client == "library" else "stub",
                 )
-                cpu[server][0] += cpu_seconds(server_pids) - before[0]
-                cpu[server][1] += cpu_seconds(self.pool.pids) - before[1]
+                parts[lane].append(self.pool.run(this, processes))
+                cpu[lane][0] += cpu_seconds(server_pids) - before[0]
+                cpu[lane][1] += cpu_seconds(self.pool.pids) - before[1]
         used = len(load.split(callers, processes))
         rows = []
-        for server in servers_:
-            outcome = load.Outcome.sequence(parts[server])
+        for lane, (server, lane_client, lane_group) in enumerate(lanes):
+            outcome = load.Outcome.sequence(parts[lane])
             per_call = 1e6 / max(outcome.answered, 1)
             row = {
-                "group": group,
+                "group": lane_group,
                 "server": server,
                 "method": method,
                 "callers": callers,
                 "pendulums": pendulums,
                 "processes": used,
                 "clients": "threads" if used == 1 else "processes",
-                "client": client,
+                "client": lane_client,
                 "rounds": rounds,
                 **outcome.summary(pendulums),
                 # CPU time per answered call, warm-up included: the cost of a call on each
                 # side, which other work on the machine disturbs far less than it does latency.
-                "server_cpu_us": cpu[server][0] * per_call,
-                "client_cpu_us": cpu[server][1] * per_call,
+                "server_cpu_us": cpu[lane][0] * per_call,
+                "client_cpu_us": cpu[lane][1] * per_call,
                 "quantiles_ms": _quantiles(outcome.latencies),
             }
             self.rows.append(row)
@@ -242,11 +250,13 @@ def latency_rows(bench: Bench, floor: str, ours: list[str]) -> None:
     """One caller, unary and stream, then one caller sending a big batch per call (but not to a
     server whose --max-batch refuses it)."""
     big = bench.scale.big_batch
-    for method in METHODS:
-        bench.compare([floor, *ours], method, duration_s=bench.scale.latency_s, group="latency")
-    for method in METHODS:  # what our client library adds to the bare stub
-        bench.measure(
-            "ours", method, duration_s=bench.scale.latency_s, group="library", client="library"
+    for method in METHODS:  # with what our client library adds to the bare stub, in turn
+        bench.compare(
+            [floor, *ours],
+            method,
+            duration_s=bench.scale.latency_s,
+            group="latency",
+            library="ours",
         )
     sized = [s for s in (floor, *ours) if "--max-batch" not in (server_args(s) or [])]
     bench.compare(sized, pendulums=big, duration_s=bench.scale.latency_s, group="big batch")
