@@ -33,6 +33,10 @@ SERVICE_CONFIG = {
     # With a name that resolves to many servers (a headless Kubernetes Service), spread calls
     # over all of them instead of pinning every call to the first; one address is unaffected.
     "loadBalancingConfig": [{"round_robin": {}}],
+    # Watch each server's health (grpc.health.v1 Watch) and pick only those SERVING: a replica
+    # in its lame duck period (`--lame-duck-s`) gets no new calls, so stopping it loses none.
+    # A server without the health service counts as healthy.
+    "healthCheckConfig": {"serviceName": SERVICE_NAME},
 }
 
 

@@ -194,12 +194,15 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader, tokens, background)
     on_ready(port)
     await stop.wait()
+    if config.lame_duck_s > 0:
+        await _lame_duck(config.lame_duck_s, health_servicer, in_flight, stop, received)
     log.info(
         "%s: not serving, draining calls and streams for up to %g s", received[0], config.grace_s
     )
-    # The stop task starts first, so that by the time a watcher hears NOT_SERVING the server
-    # already refuses new calls; calls in flight run on until done or grace, and once ours
-    # are done, what gRPC still holds (a watch, a call it never handed over) is cancelled.
+    # The stop task starts first, so that by the time a watcher hears NOT_SERVING (if no lame
+    # duck told it before) the server already refuses new calls; calls in flight run on until
+    # done or grace, and once ours are done, what gRPC still holds (a watch, a call it never
+    # handed over) is cancelled.
     stopping = asyncio.create_task(server.stop(config.grace_s))
     await health_servicer.enter_graceful_shutdown()
     await drain.finish(server, stopping, in_flight)
@@ -215,6 +218,23 @@ async def serve(
         plane.answered,
         plane.accepted,
     )
+
+
+async def _lame_duck(
+    limit_s: float,
+    health_servicer: health.aio.HealthServicer,  # type: ignore[name-defined]
+    in_flight: InFlight,
+    stop: asyncio.Event,
+    received: list[str],
+) -> None:
+    """Health NOT_SERVING while the server serves on, so health-watching clients move away."""
+    await health_servicer.enter_graceful_shutdown()
+    log.info("%s: health NOT_SERVING, serving on for up to %g s", received[0], limit_s)
+    stop.clear()  # a second signal ends the lame duck
+    start = asyncio.get_running_loop().time()
+    why = await drain.lame_duck(limit_s, in_flight, stop)
+    took = asyncio.get_running_loop().time() - start
+    log.info("lame duck over after %.2f s: %s", took, why)
 
 
 def _load_tokens(config: ServeConfig) -> TokenFile | None:

@@ -51,6 +51,13 @@ class ServeConfig:
     grace_s: float = option(
         10.0, "on SIGTERM/SIGINT, how long in-flight calls and streams may take to finish"
     )
+    lame_duck_s: float = option(
+        0.0,
+        "on SIGTERM/SIGINT, first turn health NOT_SERVING and go on serving for up to this "
+        "long, until no new call has come for 0.25 s: clients that watch health (PolicyClient "
+        "does) move their calls to other replicas before this one refuses any. A second "
+        "signal ends it",
+    )
     port_file: Path | None = option(None, "once serving, write the bound port here atomically")
     # --- hardening: security, limits, reloads, metrics (README: security model, reloads) ---
     tls_cert: Path | None = option(None, "serve TLS with this PEM certificate (chain)")
@@ -102,6 +109,8 @@ class ServeConfig:
             raise UsageError(f"--workers {self.workers}: must be >= 1")
         if not self.grace_s >= 0:
             raise UsageError(f"--grace-s {self.grace_s}: must be >= 0")
+        if not self.lame_duck_s >= 0:
+            raise UsageError(f"--lame-duck-s {self.lame_duck_s}: must be >= 0")
         if not self.host:
             raise UsageError("--host: must not be empty")
         if not self.model_name:

@@ -1,4 +1,13 @@
-"""Shutdown: drain until every call of ours has ended, not until gRPC says all calls have.
+"""Shutdown: a lame duck period if asked for, then a drain that ends when every call of ours
+has, not when gRPC says all calls have.
+
+Lame duck (`--lame-duck-s`): health turns NOT_SERVING while the server goes on serving.
+Clients that watch health (gRPC's client-side health checking, which `PolicyClient` turns on)
+stop picking this replica within milliseconds and send their calls to the others; once no new
+call has come for `QUIET_S`, or the period is up, the server stops taking calls. Without it,
+calls that a client sent just before the stop and that were still queued inside gRPC core are
+cancelled by core (CANCELLED, which no retry policy retries): 1-6 calls lost per replica
+stopped under load in a test here, none with a 1 s lame duck and health-checking clients.
 
 `grpc.aio.Server.stop(grace)` refuses new calls and waits until gRPC core holds no live call.
 Core can hold one we will never see: a call that arrives as shutdown starts is, now and then,
@@ -54,6 +63,14 @@ class InFlight:
 
         return counted
 
+    async def no_new_calls(self, quiet_s: float) -> None:
+        """Return once no call has started for `quiet_s` seconds (running ones may go on)."""
+        while True:
+            started = self.started
+            await asyncio.sleep(quiet_s)
+            if self.started == started:
+                return
+
     async def quiet(self, quiet_s: float) -> None:
         """Return once no call has run, or started, for `quiet_s` seconds."""
         while True:
@@ -80,3 +97,20 @@ async def finish(
         await stopping
     finally:
         idle.cancel()
+
+
+async def lame_duck(limit_s: float, in_flight: InFlight, interrupted: asyncio.Event) -> str:
+    """Serve on (health already NOT_SERVING) for up to `limit_s`: until no new call has come
+    for QUIET_S, or `interrupted` is set. Why it ended, for the log."""
+    moved = asyncio.create_task(in_flight.no_new_calls(QUIET_S))
+    cut = asyncio.create_task(interrupted.wait())
+    try:
+        done, _ = await asyncio.wait(
+            (moved, cut), timeout=limit_s, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        moved.cancel()
+        cut.cancel()
+    if moved in done:
+        return f"no new call for {QUIET_S:g} s"
+    return "a second signal" if cut in done else "its time is up"

@@ -426,14 +426,16 @@ def test_pod_runs_as_the_images_non_root_user() -> None:
     assert own["capabilities"]["drop"] == ["ALL"]
 
 
-def test_termination_grace_covers_the_prestop_sleep_and_the_drain(
+def test_termination_grace_covers_the_prestop_sleep_the_lame_duck_and_the_drain(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = {e["name"]: e["value"] for e in container()["env"]}
-    grace_s = server_config(env, monkeypatch).grace_s
+    config = server_config(env, monkeypatch)
+    assert config.lame_duck_s > 0  # PolicyClients on the headless Service lose no call
     command = container()["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
-    assert pod_spec()["terminationGracePeriodSeconds"] > float(command[1]) + grace_s
+    shutdown_s = float(command[1]) + config.lame_duck_s + config.grace_s
+    assert pod_spec()["terminationGracePeriodSeconds"] > shutdown_s
 
 
 def test_hpa_scales_the_deployment_on_cpu() -> None:
