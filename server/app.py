@@ -2,8 +2,8 @@
 
 One process serves with one event loop; `--workers N` starts N such processes on one port
 (SO_REUSEPORT), the kernel spreading connections between them. On SIGTERM or SIGINT health turns
-NOT_SERVING, new calls are refused, and calls and streams in flight get `grace_s` to finish
-(server.drain).
+NOT_SERVING (after a lame duck period, if asked for, in which it still serves), new calls are
+refused, and calls and streams in flight get `grace_s` to finish (server.drain).
 """
 
 from __future__ import annotations

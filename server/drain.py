@@ -17,8 +17,9 @@ waits with it. A health Watch, which never ends by itself, holds stop() the same
 
 So the server counts the calls its own handlers are running (`InFlight`, wrapped around every
 handler it registers), and once that count has stayed at zero for `QUIET_S` after shutdown
-began, it cancels whatever core still holds: clients get CANCELLED at once instead of a
-deadline, and the process exits when its work is done, not at the end of its grace.
+began, it cancels whatever core still holds: such a client gets UNAVAILABLE ("Cancelling all
+calls") about 0.3 s after the signal instead of its deadline, and the process exits when its
+work is done, not at the end of its grace.
 """
 
 from __future__ import annotations
