@@ -32,7 +32,8 @@ def _code(context: Context, default: grpc.StatusCode) -> grpc.StatusCode:
     return code if isinstance(code, grpc.StatusCode) else default
 
 
-def _copy(handler: Handler, behaviour: Any) -> Handler:
+def with_behaviour(handler: Handler, behaviour: Any) -> Handler:
+    """A handler of `handler`'s streaming shape and (de)serialisers that runs `behaviour`."""
     make = {
         (False, False): grpc.unary_unary_rpc_method_handler,
         (False, True): grpc.unary_stream_rpc_method_handler,
@@ -46,7 +47,8 @@ def _copy(handler: Handler, behaviour: Any) -> Handler:
     )
 
 
-def _behaviour(handler: Handler) -> Any:
+def behaviour_of(handler: Handler) -> Any:
+    """The function a handler runs (grpc-stubs types it as sync; ours are async)."""
     return (
         handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
     )
@@ -54,7 +56,7 @@ def _behaviour(handler: Handler) -> Any:
 
 def observed(handler: Handler, on_done: OnDone) -> Handler:
     """`handler`, reporting each call's final status and duration to `on_done`."""
-    behaviour = _behaviour(handler)
+    behaviour = behaviour_of(handler)
 
     def finish(context: Context, start: float, exc: BaseException | None) -> None:
         if exc is None:
@@ -79,7 +81,7 @@ def observed(handler: Handler, on_done: OnDone) -> Handler:
                 raise
             finish(context, start, None)
 
-        return _copy(handler, streaming)
+        return with_behaviour(handler, streaming)
 
     # A unary handler, or a streaming one that writes with context.write() and returns.
     async def unary(request: Any, context: Context) -> Any:
@@ -92,7 +94,7 @@ def observed(handler: Handler, on_done: OnDone) -> Handler:
         finish(context, start, None)
         return reply
 
-    return _copy(handler, unary)
+    return with_behaviour(handler, unary)
 
 
 def refusing(handler: Handler | None, error: ServingError) -> Handler:
@@ -112,5 +114,5 @@ def refusing(handler: Handler | None, error: ServingError) -> Handler:
             return
             yield  # unreachable: makes this an async generator, as the shape requires
 
-        return _copy(handler, refuse_stream)
-    return _copy(handler, refuse)
+        return with_behaviour(handler, refuse_stream)
+    return with_behaviour(handler, refuse)

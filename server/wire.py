@@ -16,6 +16,7 @@ from google.protobuf.message import DecodeError, Message
 
 from server.drain import InFlight
 from server.errors import DeadlineExpired, InvalidRequest
+from server.interceptors import behaviour_of, with_behaviour
 
 Context = grpc.aio.ServicerContext[Any, Any]
 M = TypeVar("M", bound=Message)
@@ -107,24 +108,13 @@ def register(
 ) -> None:
     """What a generated add_*Servicer_to_server does, for handlers built with `unary`/`bidi`,
     each counted in `in_flight` while it runs (see server.drain)."""
-    handlers = {name: counted(handler, in_flight) for name, handler in handlers.items()}
+    handlers = {
+        name: with_behaviour(handler, in_flight.counting(behaviour_of(handler)))
+        for name, handler in handlers.items()
+    }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     # Registered methods skip gRPC's per-call lookup by name (grpc-stubs predates them).
     server.add_registered_method_handlers(service, handlers)  # type: ignore[attr-defined]
-
-
-def counted(handler: grpc.RpcMethodHandler[Any, Any], in_flight: InFlight) -> Any:
-    """`handler` (built with `unary` or `bidi`), its behaviour counted in `in_flight`."""
-    behaviour: Any  # an async function: grpc-stubs types handlers' behaviours as sync ones
-    if handler.request_streaming:
-        behaviour, make = handler.stream_stream, grpc.stream_stream_rpc_method_handler
-    else:
-        behaviour, make = handler.unary_unary, grpc.unary_unary_rpc_method_handler
-    return make(
-        in_flight.counting(behaviour),
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
 
 
 def deadline_of(context: Context) -> float | None:
