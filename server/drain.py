@@ -73,15 +73,11 @@ class InFlight:
                 return
 
     async def quiet(self, quiet_s: float) -> None:
-        """Return once no call has run, or started, for `quiet_s` seconds."""
+        """Return once no call is running and none has started for `quiet_s` seconds."""
         while True:
-            started = self.started
+            await self.no_new_calls(quiet_s)
             if self.running == 0:
-                await asyncio.sleep(quiet_s)
-                if self.running == 0 and self.started == started:
-                    return
-            else:
-                await asyncio.sleep(quiet_s / 5)
+                return
 
 
 async def finish(
