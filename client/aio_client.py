@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from types import TracebackType
 
 import grpc
@@ -37,7 +39,7 @@ class AsyncPolicyClient:
 
     def _error(self, exc: grpc.RpcError) -> PolicyError:
         error = PolicyError.from_rpc(exc)
-        extra = wire.hint(error.code, self.credentials)
+        extra = wire.hint(error.code, error.details, self.credentials)
         return PolicyError(error.code, error.details + extra) if extra else error
 
     async def act(
@@ -51,10 +53,15 @@ class AsyncPolicyClient:
         return wire.actions_of(reply.actions, len(request.obs) // contract.OBS_DIM)
 
     def stream(
-        self, mode: Mode = "mean", seed: int | None = None, timeout: float | None = None
+        self,
+        mode: Mode = "mean",
+        seed: int | None = None,
+        timeout: float | None = None,
+        reopen: bool = True,
     ) -> AsyncPolicyStream:
-        """Open a control session (StreamAct). `timeout` bounds the whole session (default none)."""
-        return AsyncPolicyStream(self, mode, seed, timeout)
+        """Open a control session (StreamAct). `timeout` bounds the whole session (default
+        none); `reopen` moves it to a new stream when its server goes away (see PolicyStream)."""
+        return AsyncPolicyStream(self, mode, seed, timeout, reopen)
 
     async def info(self) -> pb.ModelInfo:
         try:
@@ -88,39 +95,74 @@ class AsyncPolicyClient:
 
 
 class AsyncPolicyStream:
-    """One StreamAct session: `await act(obs)` writes a batch and reads its actions."""
+    """One StreamAct session: `await act(obs)` writes a batch and reads its actions. It moves
+    to a new stream when its server goes away, as `PolicyStream` does."""
 
     def __init__(
-        self, client: AsyncPolicyClient, mode: Mode, seed: int | None, timeout: float | None
+        self,
+        client: AsyncPolicyClient,
+        mode: Mode,
+        seed: int | None,
+        timeout: float | None,
+        reopen: bool = True,
     ) -> None:
         wire.mode_value(mode)
         self.mode = mode
         self.seed = seed
         self.steps = 0
-        self.model_version = ""  # of the replies: a stream keeps its model for its life
+        self.reopened = 0
+        self.model_version = ""  # of the last reply: one stream keeps its model for its life
         self._client = client
-        self._call = client._stub.StreamAct(None, timeout=timeout, metadata=client._metadata)
+        self._reopen = reopen
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._call_steps = 0  # steps answered on the current stream
+        self._call = self._start()
         self._open = True
+
+    def _start(self) -> grpc.aio.StreamStreamCall[pb.StreamActRequest, pb.StreamActResponse]:
+        timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+        client = self._client
+        return client._stub.StreamAct(None, timeout=timeout, metadata=client._metadata)
 
     async def act(self, obs: np.ndarray) -> np.ndarray:
         if not self._open:
             raise PolicyError(grpc.StatusCode.FAILED_PRECONDITION, "the stream is closed")
-        if self.steps == 0:
-            request = wire.first_stream_request(obs, self.mode, self.seed)
-        else:
-            request = wire.next_stream_request(obs)
-        try:
-            await self._call.write(request)
-            reply = await self._call.read()
-        except grpc.RpcError as exc:
-            self._open = False
-            raise self._client._error(exc) from None
-        if not isinstance(reply, pb.StreamActResponse):  # EOF: the server ended the stream
-            self._open = False
-            raise PolicyError(grpc.StatusCode.UNKNOWN, "the server ended the stream")
+        reopens = 0
+        while True:
+            if self._call_steps == 0:
+                request = wire.first_stream_request(obs, self.mode, self.seed)
+            else:
+                request = wire.next_stream_request(obs)
+            try:
+                await self._call.write(request)
+                reply = await self._call.read()
+            except grpc.RpcError as exc:
+                error = self._client._error(exc)
+            except asyncio.InvalidStateError:  # a write after the server ended the stream
+                error = await self._ended()
+            else:
+                if isinstance(reply, pb.StreamActResponse):
+                    break
+                error = await self._ended()
+            if not wire.may_reopen(error.code, self.mode, self.seed, self._reopen, reopens):
+                self._open = False
+                raise wire.session_error(error, self.mode, self.seed, self._reopen) from None
+            reopens += 1
+            self._call = self._start()
+            self._call_steps = 0
+            self.reopened += 1
         self.steps += 1
+        self._call_steps += 1
         self.model_version = reply.model_version
         return wire.actions_of(reply.actions, len(request.obs) // contract.OBS_DIM)
+
+    async def _ended(self) -> PolicyError:
+        """Why the server ended the stream without being asked: its status."""
+        code = await self._call.code()
+        if code == grpc.StatusCode.OK:
+            return PolicyError(grpc.StatusCode.UNKNOWN, "the server ended the stream")
+        details = await self._call.details() or ""
+        return PolicyError(code, details + wire.hint(code, details, self._client.credentials))
 
     async def close(self) -> None:
         if not self._open:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TypeVar
@@ -48,7 +49,7 @@ class PolicyClient:
 
     def _error(self, exc: grpc.RpcError) -> PolicyError:
         error = PolicyError.from_rpc(exc)
-        extra = wire.hint(error.code, self.credentials)
+        extra = wire.hint(error.code, error.details, self.credentials)
         return PolicyError(error.code, error.details + extra) if extra else error
 
     def act(self, obs: np.ndarray, mode: Mode = "mean", seed: int | None = None) -> np.ndarray:
@@ -61,10 +62,15 @@ class PolicyClient:
         return wire.actions_of(reply.actions, len(obs))
 
     def stream(
-        self, mode: Mode = "mean", seed: int | None = None, timeout: float | None = None
+        self,
+        mode: Mode = "mean",
+        seed: int | None = None,
+        timeout: float | None = None,
+        reopen: bool = True,
     ) -> PolicyStream:
-        """Open a control session (StreamAct). `timeout` bounds the whole session (default none)."""
-        return PolicyStream(self, mode, seed, timeout)
+        """Open a control session (StreamAct). `timeout` bounds the whole session (default
+        none); `reopen` moves it to a new stream when its server goes away (see PolicyStream)."""
+        return PolicyStream(self, mode, seed, timeout, reopen)
 
     def _unary(self, method: Callable[..., R], request: object) -> R:
         """One call with this client's deadline and metadata; gRPC errors become PolicyError.
@@ -116,42 +122,74 @@ class PolicyClient:
 
 
 class PolicyStream:
-    """One StreamAct session: `act(obs)` sends a batch and waits for its actions."""
+    """One StreamAct session: `act(obs)` sends a batch and waits for its actions.
+
+    When the server ends the stream with UNAVAILABLE (a replica stopping after its lame duck,
+    a lost connection), the session opens a new stream on the channel, which picks a serving
+    replica, and sends the step again, up to `wire.MAX_REOPENS` times a step; `reopened`
+    counts the new streams. Only where that is invisible (`wire.reopenable`): a seeded sampling
+    session raises PolicyError instead. `reopen=False` turns it off.
+    """
 
     def __init__(
-        self, client: PolicyClient, mode: Mode, seed: int | None, timeout: float | None
+        self,
+        client: PolicyClient,
+        mode: Mode,
+        seed: int | None,
+        timeout: float | None,
+        reopen: bool = True,
     ) -> None:
         wire.mode_value(mode)  # refuse a bad mode now, not at the first step
         self.mode = mode
         self.seed = seed
         self.steps = 0
-        self.model_version = ""  # of the replies: a stream keeps its model for its life
+        self.reopened = 0
+        self.model_version = ""  # of the last reply: one stream keeps its model for its life
         self._client = client
-        self._requests: queue.SimpleQueue[pb.StreamActRequest | None] = queue.SimpleQueue()
-        self._replies: Iterator[pb.StreamActResponse] = iter(
-            client._stub.StreamAct(
-                iter(self._requests.get, None), timeout=timeout, metadata=client._metadata
-            )
-        )
+        self._reopen = reopen
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._call_steps = 0  # steps answered on the current stream
+        self._requests, self._replies = self._start()
         self._open = True
+
+    def _start(
+        self,
+    ) -> tuple[queue.SimpleQueue[pb.StreamActRequest | None], Iterator[pb.StreamActResponse]]:
+        requests: queue.SimpleQueue[pb.StreamActRequest | None] = queue.SimpleQueue()
+        timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+        replies = self._client._stub.StreamAct(
+            iter(requests.get, None), timeout=timeout, metadata=self._client._metadata
+        )
+        return requests, iter(replies)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         if not self._open:
             raise PolicyError(grpc.StatusCode.FAILED_PRECONDITION, "the stream is closed")
-        if self.steps == 0:
-            request = wire.first_stream_request(obs, self.mode, self.seed)
-        else:
-            request = wire.next_stream_request(obs)
-        self._requests.put(request)
-        try:
-            reply = next(self._replies)
-        except grpc.RpcError as exc:
-            self._open = False
-            raise self._client._error(exc) from None
-        except StopIteration:
-            self._open = False
-            raise PolicyError(grpc.StatusCode.UNKNOWN, "the server ended the stream") from None
+        reopens = 0
+        while True:
+            if self._call_steps == 0:
+                request = wire.first_stream_request(obs, self.mode, self.seed)
+            else:
+                request = wire.next_stream_request(obs)
+            self._requests.put(request)
+            try:
+                reply = next(self._replies)
+                break
+            except grpc.RpcError as exc:
+                error = self._client._error(exc)
+            except StopIteration:
+                error = PolicyError(grpc.StatusCode.UNKNOWN, "the server ended the stream")
+            if not wire.may_reopen(error.code, self.mode, self.seed, self._reopen, reopens):
+                self._open = False
+                self._requests.put(None)  # ends the stream's request thread
+                raise wire.session_error(error, self.mode, self.seed, self._reopen) from None
+            reopens += 1
+            self._requests.put(None)  # ends the old stream's request thread
+            self._requests, self._replies = self._start()
+            self._call_steps = 0
+            self.reopened += 1
         self.steps += 1
+        self._call_steps += 1
         self.model_version = reply.model_version
         return wire.actions_of(reply.actions, len(request.obs) // contract.OBS_DIM)
 

@@ -35,7 +35,7 @@ from server.auth import TokenAuth, TokenFile
 from server.batching import Batcher
 from server.config import ServeConfig, address
 from server.dataplane import DataPlane
-from server.drain import InFlight
+from server.drain import InFlight, Leaving
 from server.errors import ModelError
 from server.metrics import CallMetrics, Metrics, serve_metrics
 from server.models import Reloader
@@ -143,9 +143,14 @@ async def serve(
         options=security.channel_options(config, reuse_port), interceptors=interceptors
     )
     in_flight = InFlight()
-    PolicyServicer(plane, config.workers, config.idle_timeout_s).add_to_server(server, in_flight)
+    leaving = Leaving()
+    PolicyServicer(plane, config.workers, config.idle_timeout_s, leaving).add_to_server(
+        server, in_flight
+    )
     AdminServicer(reloader).add_to_server(server, in_flight)
-    OipServicer(plane, config.model_name, config.idle_timeout_s).add_to_server(server, in_flight)
+    OipServicer(plane, config.model_name, config.idle_timeout_s, leaving).add_to_server(
+        server, in_flight
+    )
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # not in the stubs
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in (health.OVERALL_HEALTH, SERVICE_NAME, OIP_SERVICE_NAME, ADMIN_SERVICE_NAME):
@@ -195,7 +200,7 @@ async def serve(
     on_ready(port)
     await stop.wait()
     if config.lame_duck_s > 0:
-        await _lame_duck(config.lame_duck_s, health_servicer, in_flight, stop, received)
+        await _lame_duck(config.lame_duck_s, health_servicer, in_flight, leaving, stop, received)
     log.info(
         "%s: not serving, draining calls and streams for up to %g s", received[0], config.grace_s
     )
@@ -224,12 +229,19 @@ async def _lame_duck(
     limit_s: float,
     health_servicer: health.aio.HealthServicer,  # type: ignore[name-defined]
     in_flight: InFlight,
+    leaving: Leaving,
     stop: asyncio.Event,
     received: list[str],
 ) -> None:
-    """Health NOT_SERVING while the server serves on, so health-watching clients move away."""
+    """Health NOT_SERVING while the server serves on, so health-watching clients move away;
+    streams end after their current step, so their clients reopen them elsewhere."""
+    leaving.begin()  # before NOT_SERVING: a watcher that hears it finds streams ending
     await health_servicer.enter_graceful_shutdown()
-    log.info("%s: health NOT_SERVING, serving on for up to %g s", received[0], limit_s)
+    log.info(
+        "%s: health NOT_SERVING, serving on for up to %g s; streams end after their step",
+        received[0],
+        limit_s,
+    )
     stop.clear()  # a second signal ends the lame duck
     start = asyncio.get_running_loop().time()
     why = await drain.lame_duck(limit_s, in_flight, stop)

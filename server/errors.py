@@ -45,6 +45,10 @@ class Unauthenticated(ServingError):
     """The call carries no valid bearer token."""
 
 
+class ServerLeaving(ServingError):
+    """This replica is stopping and ends a stream so that its client reopens it elsewhere."""
+
+
 class ModelError(Exception):
     """The model cannot be served (missing file, broken contract, unusable provider)."""
 
@@ -55,6 +59,7 @@ _STATUS: dict[type[ServingError], grpc.StatusCode] = {
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    ServerLeaving: grpc.StatusCode.UNAVAILABLE,  # the code clients retry: elsewhere, here
 }
 
 

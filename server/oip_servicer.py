@@ -23,7 +23,7 @@ from tritonclient.grpc import service_pb2 as pb
 import swingup
 from server import errors
 from server.dataplane import DataPlane
-from server.drain import InFlight
+from server.drain import InFlight, Leaving
 from server.errors import InvalidRequest, ServingError, UnknownModel
 from server.sampling import Mode
 from server.wire import (
@@ -56,10 +56,17 @@ class OipServicer:
     """The seven calls of the protocol's core and streaming extension; the rest are UNIMPLEMENTED
     (the model repository, shared memory and statistics belong to Triton, not to this server)."""
 
-    def __init__(self, plane: DataPlane, model_name: str, idle_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        plane: DataPlane,
+        model_name: str,
+        idle_timeout_s: float = 30.0,
+        leaving: Leaving | None = None,
+    ) -> None:
         self.plane = plane
         self.model_name = model_name
         self.idle_timeout_s = idle_timeout_s
+        self.leaving = leaving or Leaving()
 
     @errors.unary
     async def ServerLive(self, request: Message | Malformed, context: Context) -> Message:
@@ -114,9 +121,11 @@ class OipServicer:
     ) -> None:
         # Triton's streaming extension: requests are independent and answered in order; one
         # the server refuses is answered in-band with `error_message` and the stream goes on.
-        # A client idle past --idle-timeout-s loses the stream, as on the PolicyService.
+        # A client idle past --idle-timeout-s loses the stream, and a lame duck ends it after
+        # the request it is on, as on the PolicyService.
         deadline = deadline_of(context)  # of the whole call: the same for every request
         idle = IdleLimit(self.idle_timeout_s)
+        answered = 0
         try:
             async for item in idle.requests(request_iterator):
                 try:
@@ -126,6 +135,8 @@ class OipServicer:
                 else:
                     reply = pb.ModelStreamInferResponse(infer_response=response)
                 await idle.wait(context.write(reply), "waiting for the client to read")
+                answered += 1
+                self.leaving.check(answered)
         finally:
             idle.close()
 

@@ -11,7 +11,7 @@ import numpy as np
 import swingup
 from server import errors
 from server.dataplane import DataPlane
-from server.drain import InFlight
+from server.drain import InFlight, Leaving
 from server.errors import InvalidRequest
 from server.sampling import Mode
 from server.wire import (
@@ -72,10 +72,17 @@ def _with_actions(reply: _Reply, actions: np.ndarray) -> _Reply:
 
 
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
-    def __init__(self, plane: DataPlane, workers: int = 1, idle_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        plane: DataPlane,
+        workers: int = 1,
+        idle_timeout_s: float = 30.0,
+        leaving: Leaving | None = None,
+    ) -> None:
         self.plane = plane
         self.workers = workers
         self.idle_timeout_s = idle_timeout_s
+        self.leaving = leaving or Leaving()
 
     @errors.unary
     async def Act(self, request: pb.ActRequest | Malformed, context: Context) -> pb.ActResponse:
@@ -116,6 +123,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                     actions,
                 )
                 await idle.wait(context.write(reply), "waiting for the client to read")
+                self.leaving.check(session.steps)
         finally:
             idle.close()
 

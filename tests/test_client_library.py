@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from support import Reference, observations
 
-from client import AsyncPolicyClient, PolicyClient, PolicyError
+from client import AsyncPolicyClient, PolicyClient, PolicyError, wire
+from client.wire import Mode
 from swingup.v1 import policy_pb2 as pb
 from swingup.v1 import policy_pb2_grpc
 
@@ -185,3 +186,28 @@ def test_calls_are_spread_over_every_address_a_name_resolves_to() -> None:
         for server in servers:
             server.stop(None)
     assert all(r.attempts >= 5 for r in replicas), [r.attempts for r in replicas]
+
+
+@pytest.mark.parametrize(
+    ("code", "mode", "seed", "reopen", "reopens", "moves"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, "mean", None, True, 0, True),
+        (grpc.StatusCode.UNAVAILABLE, "mean", 7, True, 2, True),  # a seed does not matter
+        (grpc.StatusCode.UNAVAILABLE, "sample", None, True, 0, True),
+        (grpc.StatusCode.UNAVAILABLE, "sample", 7, True, 0, False),  # would repeat its noise
+        (grpc.StatusCode.UNAVAILABLE, "mean", None, False, 0, False),  # turned off
+        (grpc.StatusCode.UNAVAILABLE, "mean", None, True, 3, False),  # three a step at most
+        (grpc.StatusCode.CANCELLED, "mean", None, True, 0, False),
+        (grpc.StatusCode.INVALID_ARGUMENT, "mean", None, True, 0, False),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "mean", None, True, 0, False),
+    ],
+)
+def test_a_session_moves_to_a_new_stream_only_when_no_one_can_tell(
+    code: grpc.StatusCode, mode: Mode, seed: int | None, reopen: bool, reopens: int, moves: bool
+) -> None:
+    assert wire.may_reopen(code, mode, seed, reopen, reopens) is moves
+    error = PolicyError(code, "gone")
+    said = wire.session_error(error, mode, seed, reopen).details
+    assert ("seeded sampling stream is not reopened" in said) is (
+        code == grpc.StatusCode.UNAVAILABLE and reopen and mode == "sample" and seed is not None
+    )

@@ -1,5 +1,5 @@
-"""`swingup-serve` as a program: flags and variables, errors, devices, signals, lame duck,
-workers."""
+"""`swingup-serve` as a program: flags and variables, errors, devices, signals, workers.
+(The lame duck, and what clients see of a replica stopping: test_lame_duck.py.)"""
 
 from __future__ import annotations
 
@@ -8,22 +8,16 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
-import grpc
 import onnxruntime as ort
 import psutil
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support import observations, start_server
 
 from client import PolicyClient, PolicyError
 from client.localserver import LocalServer
 from server.config import SHIPPED_MODEL
-from swingup.v1 import policy_pb2 as pb
-from swingup.v1 import policy_pb2_grpc
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 
@@ -130,102 +124,6 @@ def test_sigint_drains_and_exits_zero(model_path: Path) -> None:
         assert server.stop(signal.SIGINT) == 0
     assert "SIGINT: not serving" in server.lines[-2]
     assert "stopped after 1 model calls for 2 observations" in server.lines[-1]
-
-
-class Callers:
-    """Threads calling `act` in a loop until told to stop, counting answers and failures."""
-
-    def __init__(self, count: int, act: Callable[[], object]) -> None:
-        self.answered = [0] * count
-        self.failures: list[str] = []
-        self._act = act
-        self._done = threading.Event()
-        self._changed = threading.Condition()
-        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(count)]
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self, index: int) -> None:
-        while not self._done.is_set():
-            try:
-                self._act()
-            except (PolicyError, grpc.RpcError) as exc:
-                with self._changed:
-                    self.failures.append(str(exc))
-                    self._changed.notify_all()
-                return
-            with self._changed:
-                self.answered[index] += 1
-                self._changed.notify_all()
-
-    def wait_each(self, more: int, timeout: float = 60.0) -> None:
-        """Wait until every caller has `more` answers beyond what it has now (or one failed)."""
-        with self._changed:
-            target = [n + more for n in self.answered]
-            reached = self._changed.wait_for(
-                lambda: (
-                    self.failures or all(n >= t for n, t in zip(self.answered, target, strict=True))
-                ),
-                timeout,
-            )
-        assert reached, f"callers stalled at {self.answered}"
-
-    def stop(self) -> None:
-        self._done.set()
-        for thread in self._threads:
-            thread.join(30)
-
-
-def test_a_replica_stopped_after_a_lame_duck_loses_no_call(model_path: Path) -> None:
-    """Two replicas behind one name and four `PolicyClient` callers; one replica gets SIGTERM
-    mid-load with --lame-duck-s. Its health turns NOT_SERVING, the clients (which watch health)
-    move their calls to the other, it stops once no new call has come for 0.25 s, and no call
-    fails. Without the lame duck, 1-6 calls a stop came back CANCELLED here: gRPC core cancels
-    the calls still queued inside it when the server stops."""
-    with (
-        start_server(model_path, "--lame-duck-s", "20") as first,
-        start_server(model_path, "--lame-duck-s", "20") as second,
-    ):
-        with PolicyClient(f"ipv4:{first.target},{second.target}") as client:
-            obs = observations(1)
-            callers = Callers(4, lambda: client.act(obs))
-            try:
-                callers.wait_each(20)
-                first.process.terminate()
-                assert first.process.wait(timeout=60) == 0
-                callers.wait_each(20)  # all on the second replica now
-            finally:
-                callers.stop()
-        assert callers.failures == []
-        lame = first.wait_for_line("lame duck over")
-        assert "no new call for 0.25 s" in lame, lame  # the clients moved; not the 20 s limit
-        assert second.process.poll() is None
-
-
-def test_a_lame_duck_serves_on_until_a_second_signal(model_path: Path) -> None:
-    """A client that does not watch health (a bare stub) is still served through the lame
-    duck, which lasts while new calls come; health says NOT_SERVING meanwhile, and a second
-    SIGTERM ends it and the server drains and exits 0."""
-    with start_server(model_path, "--lame-duck-s", "60") as server:
-        assert server.target is not None
-        with grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)]) as channel:
-            stub = policy_pb2_grpc.PolicyServiceStub(channel)
-            request = pb.ActRequest(obs=observations(1).ravel().tolist())
-            callers = Callers(2, lambda: stub.Act(request, timeout=10))
-            try:
-                callers.wait_each(5)
-                server.process.terminate()
-                server.wait_for_line("health NOT_SERVING, serving on for up to 60 s")
-                check = health_pb2.HealthCheckRequest(service="swingup.v1.PolicyService")
-                health = health_pb2_grpc.HealthStub(channel).Check(check, timeout=10)
-                assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
-                callers.wait_each(20)  # served after NOT_SERVING
-                assert callers.failures == []
-                server.process.terminate()
-                assert server.process.wait(timeout=30) == 0
-            finally:
-                callers.stop()
-    assert "a second signal" in server.wait_for_line("lame duck over")
 
 
 def test_one_line_per_event(server: LocalServer) -> None:
