@@ -133,17 +133,10 @@ class AsyncPolicyStream:
                 request = wire.first_stream_request(obs, self.mode, self.seed)
             else:
                 request = wire.next_stream_request(obs)
-            try:
-                await self._call.write(request)
-                reply = await self._call.read()
-            except grpc.RpcError as exc:
-                error = self._client._error(exc)
-            except asyncio.InvalidStateError:  # a write after the server ended the stream
-                error = await self._ended()
-            else:
-                if isinstance(reply, pb.StreamActResponse):
-                    break
-                error = await self._ended()
+            reply = await self._exchange(request)
+            if isinstance(reply, pb.StreamActResponse):
+                break
+            error = reply
             if not wire.may_reopen(error.code, self.mode, self.seed, self._reopen, reopens):
                 self._open = False
                 raise wire.session_error(error, self.mode, self.seed, self._reopen) from None
@@ -155,6 +148,27 @@ class AsyncPolicyStream:
         self._call_steps += 1
         self.model_version = reply.model_version
         return wire.actions_of(reply.actions, len(request.obs) // contract.OBS_DIM)
+
+    async def _exchange(self, request: pb.StreamActRequest) -> pb.StreamActResponse | PolicyError:
+        """The step's reply, or why the stream failed."""
+        try:
+            await self._call.write(request)
+        except grpc.RpcError as exc:
+            if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.INTERNAL:
+                # A write racing the end of the call: grpc.aio puts its own INTERNAL in place
+                # of the server's status. The step did not go out; the stream is gone.
+                return PolicyError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"the stream ended as a step was sent ({exc.details()})",
+                )
+            return self._client._error(exc)
+        except asyncio.InvalidStateError:  # a write after the server ended the stream
+            return await self._ended()
+        try:
+            reply = await self._call.read()
+        except grpc.RpcError as exc:
+            return self._client._error(exc)
+        return reply if isinstance(reply, pb.StreamActResponse) else await self._ended()
 
     async def _ended(self) -> PolicyError:
         """Why the server ended the stream without being asked: its status."""

@@ -17,8 +17,9 @@ waits with it. A health Watch, which never ends by itself, holds stop() the same
 
 A lame duck moves streams too: a stream is a single call that would otherwise stay on this
 replica until the grace runs out and then be cancelled. Once the lame duck begins (`Leaving`),
-each open stream answers the step it is on and then ends with UNAVAILABLE; `PolicyStream`
-reopens it on a replica that is staying and sends the step again. Without a lame duck, streams
+each open stream ends with UNAVAILABLE before it takes another request (one it has taken is
+answered first); `PolicyStream` reopens it on a replica that is staying and sends the step
+again. Without a lame duck, streams
 are served on to their end or the grace, as before: a lone server has nowhere to send them.
 
 So the server counts the calls its own handlers are running (`InFlight`, wrapped around every
@@ -50,8 +51,8 @@ Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 class Leaving:
-    """Whether this replica has begun its lame duck: from then on, each stream ends after the
-    step it is on (`check`, between steps), so that its client reopens it elsewhere."""
+    """Whether this replica has begun its lame duck: from then on, each stream ends before it
+    takes another request (`check`, between steps), so that its client reopens it elsewhere."""
 
     def __init__(self) -> None:
         self.begun = False

@@ -69,8 +69,8 @@ class PolicyServiceServicer:
         """A control session: mode and seed are fixed by the first request; every request is a batch of
         observations and every response the actions for it, in order. With a seed, the whole sequence
         of sampled actions is reproducible. A bad request ends the session with INVALID_ARGUMENT.
-        A server that is stopping (in its lame duck) ends the session after the step it is on with
-        UNAVAILABLE: open a new one to go on, on another replica.
+        A server that is stopping (in its lame duck) ends the session with UNAVAILABLE before it takes
+        another request (every request it took is answered): open a new one, on another replica.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -44,8 +44,8 @@ class PolicyServiceStub:
     """A control session: mode and seed are fixed by the first request; every request is a batch of
     observations and every response the actions for it, in order. With a seed, the whole sequence
     of sampled actions is reproducible. A bad request ends the session with INVALID_ARGUMENT.
-    A server that is stopping (in its lame duck) ends the session after the step it is on with
-    UNAVAILABLE: open a new one to go on, on another replica.
+    A server that is stopping (in its lame duck) ends the session with UNAVAILABLE before it takes
+    another request (every request it took is answered): open a new one, on another replica.
     """
     GetModelInfo: _grpc.UnaryUnaryMultiCallable[_policy_pb2.GetModelInfoRequest, _policy_pb2.ModelInfo]
     """The spaces, model version and metadata, execution provider and batching settings."""
@@ -64,8 +64,8 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     """A control session: mode and seed are fixed by the first request; every request is a batch of
     observations and every response the actions for it, in order. With a seed, the whole sequence
     of sampled actions is reproducible. A bad request ends the session with INVALID_ARGUMENT.
-    A server that is stopping (in its lame duck) ends the session after the step it is on with
-    UNAVAILABLE: open a new one to go on, on another replica.
+    A server that is stopping (in its lame duck) ends the session with UNAVAILABLE before it takes
+    another request (every request it took is answered): open a new one, on another replica.
     """
     GetModelInfo: _aio.UnaryUnaryMultiCallable[_policy_pb2.GetModelInfoRequest, _policy_pb2.ModelInfo]  # type: ignore[assignment]
     """The spaces, model version and metadata, execution provider and batching settings."""
@@ -93,8 +93,8 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         """A control session: mode and seed are fixed by the first request; every request is a batch of
         observations and every response the actions for it, in order. With a seed, the whole sequence
         of sampled actions is reproducible. A bad request ends the session with INVALID_ARGUMENT.
-        A server that is stopping (in its lame duck) ends the session after the step it is on with
-        UNAVAILABLE: open a new one to go on, on another replica.
+        A server that is stopping (in its lame duck) ends the session with UNAVAILABLE before it takes
+        another request (every request it took is answered): open a new one, on another replica.
         """
 
     @_abc_1.abstractmethod
