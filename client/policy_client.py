@@ -124,7 +124,7 @@ class PolicyClient:
 class PolicyStream:
     """One StreamAct session: `act(obs)` sends a batch and waits for its actions.
 
-    When the server ends the stream with UNAVAILABLE (a replica stopping after its lame duck,
+    When the server ends the stream with UNAVAILABLE (a replica stopping, in its lame duck;
     a lost connection), the session opens a new stream on the channel, which picks a serving
     replica, and sends the step again, up to `wire.MAX_REOPENS` times a step; `reopened`
     counts the new streams. Only where that is invisible (`wire.reopenable`): a seeded sampling

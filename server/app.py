@@ -211,6 +211,7 @@ async def serve(
     stopping = asyncio.create_task(server.stop(config.grace_s))
     await health_servicer.enter_graceful_shutdown()
     await drain.finish(server, stopping, in_flight)
+    drain.hush_leftover_cancellations(loop)
     for task in background:
         task.cancel()
     batcher.close()

@@ -59,7 +59,7 @@ _STATUS: dict[type[ServingError], grpc.StatusCode] = {
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    ServerLeaving: grpc.StatusCode.UNAVAILABLE,  # the code clients retry: elsewhere, here
+    ServerLeaving: grpc.StatusCode.UNAVAILABLE,  # the code clients retry, on another replica
 }
 
 

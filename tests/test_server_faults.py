@@ -50,9 +50,10 @@ def heavy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def answered_counts(server: LocalServer) -> tuple[int, int]:
-    """(answered, accepted) requests from the server's last log line."""
-    line = server.lines[-1]
-    assert "accepted requests answered" in line, server.lines[-3:]
+    """(answered, accepted) requests from the server's closing log line."""
+    closing = [line for line in server.lines if "accepted requests answered" in line]
+    assert len(closing) == 1, server.lines[-5:]
+    line = closing[0]
     words = line.split("(")[1].split()
     return int(words[0]), int(words[2])
 
