@@ -35,7 +35,7 @@ from server.auth import TokenAuth, TokenFile
 from server.batching import Batcher
 from server.config import ServeConfig, address
 from server.dataplane import DataPlane
-from server.drain import InFlight, Leaving
+from server.drain import InFlight
 from server.errors import ModelError
 from server.metrics import CallMetrics, Metrics, serve_metrics
 from server.models import Reloader
@@ -43,6 +43,7 @@ from server.oip_servicer import SERVICE_NAME as OIP_SERVICE_NAME
 from server.oip_servicer import OipServicer
 from server.runtime import Runtime
 from server.servicer import SERVICE_NAME, PolicyServicer
+from server.streams import Leaving
 from swingup import atomic
 from swingup.cli import UsageError
 
@@ -235,11 +236,11 @@ async def _lame_duck(
     received: list[str],
 ) -> None:
     """Health NOT_SERVING while the server serves on, so health-watching clients move away;
-    streams end after their current step, so their clients reopen them elsewhere."""
-    leaving.begin()  # before NOT_SERVING: a watcher that hears it finds streams ending
+    open streams end (server.streams), so their clients reopen them elsewhere."""
+    leaving.begin()  # before NOT_SERVING: a watcher that hears it finds the streams ended
     await health_servicer.enter_graceful_shutdown()
     log.info(
-        "%s: health NOT_SERVING, serving on for up to %g s; streams end after their step",
+        "%s: health NOT_SERVING, serving on for up to %g s; ending open streams",
         received[0],
         limit_s,
     )

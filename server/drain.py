@@ -16,11 +16,12 @@ loopback here). stop() then waits for that call's deadline, or the whole grace, 
 waits with it. A health Watch, which never ends by itself, holds stop() the same way.
 
 A lame duck moves streams too: a stream is a single call that would otherwise stay on this
-replica until the grace runs out and then be cancelled. Once the lame duck begins (`Leaving`),
-each open stream ends with UNAVAILABLE before it takes another request (one it has taken is
-answered first); `PolicyStream` reopens it on a replica that is staying and sends the step
-again. Without a lame duck, streams are served on to their end or the grace, as before: a lone
-server has nowhere to send them.
+replica until the grace runs out and then be cancelled. Once the lame duck begins
+(`server.streams.Leaving`), each open stream ends with UNAVAILABLE before it takes another
+request: at once if it is waiting for one, after the step it is on if not; `PolicyStream`
+reopens it on a replica that is staying and sends the step again. Without a lame duck,
+streams are served on to their end or the grace, as before: a lone server has nowhere to send
+them.
 
 So the server counts the calls its own handlers are running (`InFlight`, wrapped around every
 handler it registers), and once that count has stayed at zero for `QUIET_S` after shutdown
@@ -40,8 +41,6 @@ from typing import Any
 
 import grpc
 
-from server.errors import ServerLeaving
-
 log = logging.getLogger("swingup.serve")
 
 # How long the count must stay at zero: a call core handed over just before shutdown reaches
@@ -49,25 +48,6 @@ log = logging.getLogger("swingup.serve")
 QUIET_S = 0.25
 
 Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-
-
-class Leaving:
-    """Whether this replica has begun its lame duck: from then on, each stream ends before it
-    takes another request (`check`, between steps), so that its client reopens it elsewhere."""
-
-    def __init__(self) -> None:
-        self.begun = False
-
-    def begin(self) -> None:
-        self.begun = True
-
-    def check(self, steps: int) -> None:
-        """Raise ServerLeaving (UNAVAILABLE) once the lame duck has begun."""
-        if self.begun:
-            raise ServerLeaving(
-                f"this server is stopping: the stream ends after {steps} steps; "
-                "open a new one to go on (on another replica)"
-            )
 
 
 class InFlight:

@@ -23,12 +23,12 @@ from tritonclient.grpc import service_pb2 as pb
 import swingup
 from server import errors
 from server.dataplane import DataPlane
-from server.drain import InFlight, Leaving
+from server.drain import InFlight
 from server.errors import InvalidRequest, ServingError, UnknownModel
 from server.sampling import Mode
+from server.streams import Leaving, StreamGuard
 from server.wire import (
     Context,
-    IdleLimit,
     Malformed,
     bidi,
     deadline_of,
@@ -121,24 +121,21 @@ class OipServicer:
     ) -> None:
         # Triton's streaming extension: requests are independent and answered in order; one
         # the server refuses is answered in-band with `error_message` and the stream goes on.
-        # A client idle past --idle-timeout-s loses the stream, and a lame duck ends it after
-        # the request it is on, as on the PolicyService.
+        # A client idle past --idle-timeout-s loses the stream, and so does every client once
+        # the lame duck begins, as on the PolicyService (server.streams).
         deadline = deadline_of(context)  # of the whole call: the same for every request
-        idle = IdleLimit(self.idle_timeout_s)
-        answered = 0
+        guard = StreamGuard(self.idle_timeout_s, self.leaving)
         try:
-            async for item in idle.requests(request_iterator):
+            async for item in guard.requests(request_iterator):
                 try:
                     response = await self._infer(parsed(item), deadline)
                 except ServingError as exc:
                     reply = pb.ModelStreamInferResponse(error_message=str(exc))
                 else:
                     reply = pb.ModelStreamInferResponse(infer_response=response)
-                await idle.wait(context.write(reply), "waiting for the client to read")
-                answered += 1
-                self.leaving.check(answered)
+                await guard.wait(context.write(reply), "waiting for the client to read")
         finally:
-            idle.close()
+            guard.close()
 
     async def _infer(self, request: Message, deadline: float | None) -> Message:
         # No await between this check and the data plane's choice of model: a reload cannot

@@ -11,12 +11,12 @@ import numpy as np
 import swingup
 from server import errors
 from server.dataplane import DataPlane
-from server.drain import InFlight, Leaving
+from server.drain import InFlight
 from server.errors import InvalidRequest
 from server.sampling import Mode
+from server.streams import Leaving, StreamGuard
 from server.wire import (
     Context,
-    IdleLimit,
     Malformed,
     bidi,
     deadline_of,
@@ -96,7 +96,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             result.actions,
         )
 
-    @errors.unary  # a streaming call that writes with context.write(): see IdleLimit
+    @errors.unary  # a streaming call that writes with context.write(): see StreamGuard
     async def StreamAct(  # type: ignore[override]
         self, request_iterator: AsyncIterator[pb.StreamActRequest | Malformed], context: Context
     ) -> None:
@@ -104,9 +104,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         # stream names one version. A controller picks up a new version with a new stream.
         session = None
         deadline = deadline_of(context)  # of the whole call: the same for every step
-        idle = IdleLimit(self.idle_timeout_s)
+        guard = StreamGuard(self.idle_timeout_s, self.leaving)
         try:
-            async for item in idle.requests(request_iterator):
+            async for item in guard.requests(request_iterator):
                 request = parsed(item)
                 seed = request.seed if request.HasField("seed") else None
                 if session is None:
@@ -122,10 +122,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                     ),
                     actions,
                 )
-                await idle.wait(context.write(reply), "waiting for the client to read")
-                self.leaving.check(session.steps)
+                await guard.wait(context.write(reply), "waiting for the client to read")
         finally:
-            idle.close()
+            guard.close()
 
     @errors.unary
     async def GetModelInfo(

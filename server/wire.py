@@ -1,11 +1,10 @@
 """What every servicer shares: requests parsed without raising, deadlines in the loop's time,
-and the idle limit of a stream."""
+and handler registration. (A stream's limits: server.streams.)"""
 
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -15,7 +14,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from server.drain import InFlight
-from server.errors import DeadlineExpired, InvalidRequest
+from server.errors import InvalidRequest
 from server.interceptors import behaviour_of, with_behaviour
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -121,72 +120,3 @@ def deadline_of(context: Context) -> float | None:
     """The call's deadline in the event loop's time, if the client set one."""
     remaining = context.time_remaining()
     return None if remaining is None else asyncio.get_running_loop().time() + remaining
-
-
-class IdleLimit:
-    """A stream's limit on each wait (for the next request, for the client to read a reply): a
-    silent client, or one that stops reading its replies, cannot hold a stream forever.
-
-    One timer per stream, re-armed only when it fires: a wait costs a clock read, not the
-    timer and the extra task and loop pass of `asyncio.wait_for`. When the timer finds the
-    current wait older than the limit it cancels the stream's task, and `wait` turns that
-    cancellation, and only that one, into `DeadlineExpired`. Create it inside the stream's
-    task; `close` it when the stream ends.
-    """
-
-    def __init__(self, limit_s: float) -> None:
-        self.limit_s = limit_s
-        self._loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None, "an IdleLimit belongs to the task of a stream"
-        self._task = task
-        self._since: float | None = None  # when the current wait began; None: not waiting
-        self._doing = ""
-        self._timer: asyncio.TimerHandle | None = None
-        self._expired = False
-
-    async def wait(self, step: Awaitable[T], doing: str) -> T:
-        """`step`, or DeadlineExpired once it has taken longer than the limit."""
-        self._since = since = self._loop.time()
-        self._doing = doing
-        if self._timer is None:
-            self._timer = self._loop.call_at(since + self.limit_s, self._check)
-        try:
-            return await step
-        except asyncio.CancelledError:
-            if not self._expired:
-                raise  # a hang-up, a shutdown: not ours to turn into a status
-            if sys.version_info >= (3, 11):
-                self._task.uncancel()
-            raise DeadlineExpired(
-                f"stream idle for {self.limit_s:g} s {self._doing}: closed by the server"
-            ) from None
-        finally:
-            self._since = None
-
-    async def requests(self, stream: AsyncIterator[T]) -> AsyncIterator[T]:
-        """The stream's requests, each awaited under the limit, until the client half-closes."""
-        requests = aiter(stream)
-        while True:
-            try:
-                yield await self.wait(anext(requests), "waiting for the next request")
-            except StopAsyncIteration:
-                return
-
-    def close(self) -> None:
-        self._since = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _check(self) -> None:
-        self._timer = None
-        since = self._since
-        if since is None:
-            return  # between waits: the next wait arms the timer again
-        due = since + self.limit_s
-        if self._loop.time() >= due:
-            self._expired = True
-            self._task.cancel()
-        else:
-            self._timer = self._loop.call_at(due, self._check)

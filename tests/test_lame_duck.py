@@ -1,6 +1,6 @@
 """What clients see of a replica stopping with `--lame-duck-s`: health turns NOT_SERVING, unary
-calls move to the other replicas, streams end after their step and `PolicyStream` reopens them
-elsewhere, and nothing fails. Real servers, real clients, SIGTERM."""
+calls move to the other replicas, streams end and `PolicyStream` reopens them elsewhere, and
+nothing fails. Real servers, real clients, SIGTERM."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from swingup.v1 import policy_pb2 as pb
 from swingup.v1 import policy_pb2_grpc
 
 NO_RETRIES = [("grpc.enable_retries", 0)]
-LAME_DUCK_BEGUN = "health NOT_SERVING, serving on for up to 20 s; streams end after their step"
+LAME_DUCK_BEGUN = "health NOT_SERVING, serving on for up to 20 s; ending open streams"
 
 
 class Callers:
@@ -99,7 +99,7 @@ def test_a_replica_stopped_after_a_lame_duck_loses_no_call(model_path: Path) -> 
 
 def test_streams_move_to_the_replica_that_stays(model_path: Path, reference: Reference) -> None:
     """Two replicas, four mean-action `PolicyStream` sessions spread over both; one replica
-    gets SIGTERM with --lame-duck-s. Its streams end after their step, the sessions reopen on
+    gets SIGTERM with --lame-duck-s. Its streams end, the sessions reopen on
     the other replica and send the step again, every step gets the model's actions, and the
     stopped replica exits without waiting out its lame duck or its grace (a stream would
     otherwise hold it there and then be cancelled)."""
@@ -167,10 +167,11 @@ def test_the_async_client_moves_its_streams_too(model_path: Path, reference: Ref
         assert sum(reopened) >= 1, reopened
 
 
-def test_a_lame_duck_ends_each_stream_after_its_step(model_path: Path) -> None:
-    """With bare stubs (nothing reopens): after SIGTERM a stream ends with UNAVAILABLE and a
-    message that says why, before it takes another request; the same for the Open Inference
-    Protocol's stream. The server then exits without waiting for its 60 s grace."""
+def test_a_lame_duck_ends_a_waiting_stream_at_once(model_path: Path) -> None:
+    """With bare stubs (nothing reopens): a stream waiting for its next request when the lame
+    duck begins ends at once with UNAVAILABLE and a message that says why; the same for the
+    Open Inference Protocol's stream. The server then exits without waiting for its 60 s
+    grace. (A stream busy with a step finishes it first: test_server_streams.py.)"""
     with start_server(model_path, "--lame-duck-s", "20", "--grace-s", "60") as server:
         assert server.target is not None
         with grpc.insecure_channel(server.target, options=NO_RETRIES) as channel:
@@ -195,21 +196,14 @@ def test_a_lame_duck_ends_each_stream_after_its_step(model_path: Path) -> None:
             assert next(oip).error_message == ""
             server.process.terminate()
             server.wait_for_line(LAME_DUCK_BEGUN)
-            # The next request is answered if the stream took it before it heard of the lame
-            # duck (its handler may still be finishing step 0), and refused if not; either way
-            # the stream then ends, and its count is what the client got.
-            policy_requests.put(request)
-            oip_requests.put(_infer_request(obs))
+            # Both streams were waiting for their next request: they end at once.
             for replies in (policy, oip):
-                answered = 1
                 with pytest.raises(grpc.RpcError) as raised:
-                    for _ in replies:
-                        answered += 1
-                assert answered <= 2
+                    next(replies)
                 assert isinstance(raised.value, grpc.Call)
                 assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
                 assert raised.value.details() == (
-                    f"this server is stopping: the stream ends after {answered} steps; "
+                    "this server is stopping: the stream ends after 1 steps; "
                     "open a new one to go on (on another replica)"
                 )
             policy_requests.put(None)
@@ -229,10 +223,11 @@ def test_a_seeded_sampling_stream_is_not_moved(model_path: Path) -> None:
             server.process.terminate()
             server.wait_for_line(LAME_DUCK_BEGUN)
             with pytest.raises(PolicyError) as raised:
-                for _ in range(2):  # a step the stream took before it heard is answered
-                    session.act(obs)
+                session.act(obs)
             assert raised.value.code == grpc.StatusCode.UNAVAILABLE
-            assert raised.value.details.startswith("this server is stopping")
+            assert raised.value.details.startswith(
+                "this server is stopping: the stream ends after 1 steps"
+            )
             assert "a seeded sampling stream is not reopened" in raised.value.details
             assert "TLS" not in raised.value.details
             assert session.reopened == 0
