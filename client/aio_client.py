@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from types import TracebackType
 
 import grpc
@@ -12,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import wire
 from client.errors import PolicyError
+from client.session import StreamSession
 from client.wire import Credentials, Mode
 from swingup import contract
 from swingup.v1 import policy_pb2 as pb
@@ -94,9 +94,9 @@ class AsyncPolicyClient:
         await self.close()
 
 
-class AsyncPolicyStream:
+class AsyncPolicyStream(StreamSession):
     """One StreamAct session: `await act(obs)` writes a batch and reads its actions. It moves
-    to a new stream when its server goes away, as `PolicyStream` does."""
+    to a new stream when its server goes away (see StreamSession)."""
 
     def __init__(
         self,
@@ -106,48 +106,25 @@ class AsyncPolicyStream:
         timeout: float | None,
         reopen: bool = True,
     ) -> None:
-        wire.mode_value(mode)
-        self.mode = mode
-        self.seed = seed
-        self.steps = 0
-        self.reopened = 0
-        self.model_version = ""  # of the last reply: one stream keeps its model for its life
+        super().__init__(mode, seed, timeout, reopen)
         self._client = client
-        self._reopen = reopen
-        self._deadline = None if timeout is None else time.monotonic() + timeout
-        self._call_steps = 0  # steps answered on the current stream
         self._call = self._start()
-        self._open = True
 
     def _start(self) -> grpc.aio.StreamStreamCall[pb.StreamActRequest, pb.StreamActResponse]:
-        timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
         client = self._client
-        return client._stub.StreamAct(None, timeout=timeout, metadata=client._metadata)
+        return client._stub.StreamAct(None, timeout=self._timeout(), metadata=client._metadata)
 
     async def act(self, obs: np.ndarray) -> np.ndarray:
-        if not self._open:
-            raise PolicyError(grpc.StatusCode.FAILED_PRECONDITION, "the stream is closed")
+        self._check_open()
         reopens = 0
         while True:
-            if self._call_steps == 0:
-                request = wire.first_stream_request(obs, self.mode, self.seed)
-            else:
-                request = wire.next_stream_request(obs)
+            request = self._request(obs)
             reply = await self._exchange(request)
             if isinstance(reply, pb.StreamActResponse):
-                break
-            error = reply
-            if not wire.may_reopen(error.code, self.mode, self.seed, self._reopen, reopens):
-                self._open = False
-                raise wire.session_error(error, self.mode, self.seed, self._reopen) from None
+                return self._answered(reply, request)
+            self._failed(reply, reopens)
             reopens += 1
             self._call = self._start()
-            self._call_steps = 0
-            self.reopened += 1
-        self.steps += 1
-        self._call_steps += 1
-        self.model_version = reply.model_version
-        return wire.actions_of(reply.actions, len(request.obs) // contract.OBS_DIM)
 
     async def _exchange(self, request: pb.StreamActRequest) -> pb.StreamActResponse | PolicyError:
         """The step's reply, or why the stream failed."""

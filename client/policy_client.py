@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TypeVar
@@ -14,8 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import wire
 from client.errors import PolicyError
+from client.session import StreamSession
 from client.wire import Credentials, Mode
-from swingup import contract
 from swingup.v1 import admin_pb2, admin_pb2_grpc, policy_pb2_grpc
 from swingup.v1 import policy_pb2 as pb
 
@@ -121,15 +120,9 @@ class PolicyClient:
         self.close()
 
 
-class PolicyStream:
-    """One StreamAct session: `act(obs)` sends a batch and waits for its actions.
-
-    When the server ends the stream with UNAVAILABLE (a replica stopping, in its lame duck;
-    a lost connection), the session opens a new stream on the channel, which picks a serving
-    replica, and sends the step again, up to `wire.MAX_REOPENS` times a step; `reopened`
-    counts the new streams. Only where that is invisible (`wire.reopenable`): a seeded sampling
-    session raises PolicyError instead. `reopen=False` turns it off.
-    """
+class PolicyStream(StreamSession):
+    """One StreamAct session: `act(obs)` sends a batch and waits for its actions. It moves to a
+    new stream when its server goes away (see StreamSession)."""
 
     def __init__(
         self,
@@ -139,59 +132,35 @@ class PolicyStream:
         timeout: float | None,
         reopen: bool = True,
     ) -> None:
-        wire.mode_value(mode)  # refuse a bad mode now, not at the first step
-        self.mode = mode
-        self.seed = seed
-        self.steps = 0
-        self.reopened = 0
-        self.model_version = ""  # of the last reply: one stream keeps its model for its life
+        super().__init__(mode, seed, timeout, reopen)
         self._client = client
-        self._reopen = reopen
-        self._deadline = None if timeout is None else time.monotonic() + timeout
-        self._call_steps = 0  # steps answered on the current stream
         self._requests, self._replies = self._start()
-        self._open = True
 
     def _start(
         self,
     ) -> tuple[queue.SimpleQueue[pb.StreamActRequest | None], Iterator[pb.StreamActResponse]]:
         requests: queue.SimpleQueue[pb.StreamActRequest | None] = queue.SimpleQueue()
-        timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
         replies = self._client._stub.StreamAct(
-            iter(requests.get, None), timeout=timeout, metadata=self._client._metadata
+            iter(requests.get, None), timeout=self._timeout(), metadata=self._client._metadata
         )
         return requests, iter(replies)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        if not self._open:
-            raise PolicyError(grpc.StatusCode.FAILED_PRECONDITION, "the stream is closed")
+        self._check_open()
         reopens = 0
         while True:
-            if self._call_steps == 0:
-                request = wire.first_stream_request(obs, self.mode, self.seed)
-            else:
-                request = wire.next_stream_request(obs)
+            request = self._request(obs)
             self._requests.put(request)
             try:
-                reply = next(self._replies)
-                break
+                return self._answered(next(self._replies), request)
             except grpc.RpcError as exc:
                 error = self._client._error(exc)
             except StopIteration:
                 error = PolicyError(grpc.StatusCode.UNKNOWN, "the server ended the stream")
-            if not wire.may_reopen(error.code, self.mode, self.seed, self._reopen, reopens):
-                self._open = False
-                self._requests.put(None)  # ends the stream's request thread
-                raise wire.session_error(error, self.mode, self.seed, self._reopen) from None
+            self._requests.put(None)  # ends the failed stream's request thread
+            self._failed(error, reopens)
             reopens += 1
-            self._requests.put(None)  # ends the old stream's request thread
             self._requests, self._replies = self._start()
-            self._call_steps = 0
-            self.reopened += 1
-        self.steps += 1
-        self._call_steps += 1
-        self.model_version = reply.model_version
-        return wire.actions_of(reply.actions, len(request.obs) // contract.OBS_DIM)
 
     def close(self) -> None:
         """End the session and wait for the server to finish it."""

@@ -10,7 +10,6 @@ from typing import Any, Literal
 import grpc
 import numpy as np
 
-from client.errors import PolicyError
 from swingup import contract
 from swingup.v1 import policy_pb2 as pb
 
@@ -43,42 +42,6 @@ SERVICE_CONFIG = {
 
 # How a server in its lame duck begins the message that ends a stream (server.drain.Leaving).
 SERVER_STOPPING = "this server is stopping"
-# A stream that fails with UNAVAILABLE is reopened and its step sent again up to this many times
-# a step; the new call's own attempts are retried by gRPC as above.
-MAX_REOPENS = 3
-
-
-def reopenable(mode: Mode, seed: int | None) -> bool:
-    """Whether a session may move to a new stream without its caller seeing a difference: its
-    actions must not depend on which stream computed them. Mean actions do not; sampling
-    without a seed promises no sequence; a seeded sampling session would start its sequence
-    again, so it is not reopened."""
-    return mode == "mean" or seed is None
-
-
-def may_reopen(
-    code: grpc.StatusCode, mode: Mode, seed: int | None, reopen: bool, reopens: int
-) -> bool:
-    """Whether a session whose stream failed with `code` moves to a new one, `reopens` new
-    streams into this step: only when the server or the connection went away (UNAVAILABLE)."""
-    return (
-        reopen
-        and code == grpc.StatusCode.UNAVAILABLE
-        and reopenable(mode, seed)
-        and reopens < MAX_REOPENS
-    )
-
-
-def session_error(error: PolicyError, mode: Mode, seed: int | None, reopen: bool) -> PolicyError:
-    """The error a session raises: for a seeded sampling session that lost its stream, with why
-    it was not moved to a new one."""
-    if error.code != grpc.StatusCode.UNAVAILABLE or not reopen or reopenable(mode, seed):
-        return error
-    return PolicyError(
-        error.code,
-        f"{error.details} (a seeded sampling stream is not reopened: a new stream would start "
-        "its random sequence again; open a new stream to go on)",
-    )
 
 
 def channel_options() -> list[tuple[str, Any]]:

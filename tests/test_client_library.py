@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from support import Reference, observations
 
-from client import AsyncPolicyClient, PolicyClient, PolicyError, wire
+from client import AsyncPolicyClient, PolicyClient, PolicyError, session
 from client.wire import Mode
 from swingup.v1 import policy_pb2 as pb
 from swingup.v1 import policy_pb2_grpc
@@ -205,9 +205,9 @@ def test_calls_are_spread_over_every_address_a_name_resolves_to() -> None:
 def test_a_session_moves_to_a_new_stream_only_when_no_one_can_tell(
     code: grpc.StatusCode, mode: Mode, seed: int | None, reopen: bool, reopens: int, moves: bool
 ) -> None:
-    assert wire.may_reopen(code, mode, seed, reopen, reopens) is moves
+    assert session.may_reopen(code, mode, seed, reopen, reopens) is moves
     error = PolicyError(code, "gone")
-    said = wire.session_error(error, mode, seed, reopen).details
+    said = session.session_error(error, mode, seed, reopen).details
     assert ("seeded sampling stream is not reopened" in said) is (
         code == grpc.StatusCode.UNAVAILABLE and reopen and mode == "sample" and seed is not None
     )
