@@ -1,27 +1,19 @@
-"""The running server: gRPC around the data plane, health and reflection, signals, workers.
+"""The running server: gRPC around the data plane, health and reflection, signals.
 
-One process serves with one event loop; `--workers N` starts N such processes on one port
-(SO_REUSEPORT), the kernel spreading connections between them. On SIGTERM or SIGINT health turns
-NOT_SERVING (after a lame duck period, if asked for, in which it still serves), new calls are
+One process serves with one event loop (`--workers N` starts N such processes on one port:
+server.workers). On SIGTERM or SIGINT health turns NOT_SERVING (after a lame duck period, if
+asked for, in which it still serves and ends its streams: server.streams), new calls are
 refused, and calls and streams in flight get `grace_s` to finish (server.drain).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import ipaddress
 import logging
-import multiprocessing
-import os
 import signal
-import socket
 import sys
-from collections.abc import Callable, Iterator
-from multiprocessing.connection import Connection, wait
-from types import FrameType
-from typing import cast
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -36,7 +28,6 @@ from server.batching import Batcher
 from server.config import ServeConfig, address
 from server.dataplane import DataPlane
 from server.drain import InFlight
-from server.errors import ModelError
 from server.metrics import CallMetrics, Metrics, serve_metrics
 from server.models import Reloader
 from server.oip_servicer import SERVICE_NAME as OIP_SERVICE_NAME
@@ -59,8 +50,8 @@ def setup_logging() -> None:
     )
 
 
-def run(config: ServeConfig) -> int:
-    """Serve until SIGTERM or SIGINT; 0 once everything in flight has drained."""
+def starting(config: ServeConfig) -> None:
+    """The first log lines: what is served, and a warning for plaintext beyond loopback."""
     log.info(
         "starting swingup-serve %s: model %s, device %s, %d worker(s)",
         swingup.__version__,
@@ -74,13 +65,14 @@ def run(config: ServeConfig) -> int:
             config.host,
             ", and read the bearer tokens of its callers" if config.auth_token_file else "",
         )
-    if config.workers == 1:
-        reloader = load_model(config)
-        asyncio.run(
-            serve(config, reloader, reuse_port=False, on_ready=lambda p: announce(config, p))
-        )
-        return 0
-    return _run_workers(config)
+
+
+def run(config: ServeConfig) -> int:
+    """Serve in this process until SIGTERM or SIGINT; 0 once everything in flight has drained.
+    (`--workers N` runs N of these: server.workers.)"""
+    reloader = load_model(config)
+    asyncio.run(serve(config, reloader, reuse_port=False, on_ready=lambda p: announce(config, p)))
+    return 0
 
 
 def load_model(config: ServeConfig) -> Reloader:
@@ -133,18 +125,69 @@ async def serve(
     plane = DataPlane(reloader.runtime, batcher)
     reloader.on_swap = plane.use
     tokens = _load_tokens(config)
+    if metrics is not None:
+        _observe(metrics, reloader, plane)
+    server = grpc.aio.server(
+        options=security.channel_options(config, reuse_port),
+        interceptors=_interceptors(metrics, tokens),
+    )
+    in_flight, leaving = InFlight(), Leaving()
+    health_servicer = await _add_services(server, config, plane, reloader, in_flight, leaving)
+    port = _listen(server, config)
+    stop_metrics = _start_metrics(config, metrics)
+    await server.start()
+    background = _start_background(config, reloader, tokens)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader, tokens, background)
+    on_ready(port)
+    await stop.wait()
+    if config.lame_duck_s > 0:
+        await _lame_duck(config.lame_duck_s, health_servicer, in_flight, leaving, stop, received)
+    await _drain(config, server, health_servicer, in_flight, received[0])
+    for task in background:
+        task.cancel()
+    batcher.close()
+    if stop_metrics is not None:
+        stop_metrics()
+    log.info(
+        "stopped after %d model calls for %d observations (%d of %d accepted requests answered)",
+        batcher.calls,
+        batcher.rows,
+        plane.answered,
+        plane.accepted,
+    )
+
+
+def _interceptors(
+    metrics: Metrics | None, tokens: TokenFile | None
+) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
     interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
     if metrics is not None:  # outermost: it counts the token check's refusals too
-        _observe(metrics, reloader, plane)
         interceptors.append(CallMetrics(metrics))
     if tokens is not None:
         interceptors.append(TokenAuth(tokens))
-    credentials = security.server_credentials(config)
-    server = grpc.aio.server(
-        options=security.channel_options(config, reuse_port), interceptors=interceptors
-    )
-    in_flight = InFlight()
-    leaving = Leaving()
+    return interceptors
+
+
+async def _add_services(
+    server: grpc.aio.Server,
+    config: ServeConfig,
+    plane: DataPlane,
+    reloader: Reloader,
+    in_flight: InFlight,
+    leaving: Leaving,
+) -> health.aio.HealthServicer:  # type: ignore[name-defined]
+    """Our three services, counted in flight; health (every service SERVING) and reflection."""
     PolicyServicer(plane, config.workers, config.idle_timeout_s, leaving).add_to_server(
         server, in_flight
     )
@@ -166,44 +209,46 @@ async def serve(
         ),
         server,
     )
+    return health_servicer
+
+
+def _listen(server: grpc.aio.Server, config: ServeConfig) -> int:
+    """Bind config's address (TLS if configured); the port, chosen by the kernel for 0."""
+    credentials = security.server_credentials(config)
     where = address(config.host, config.port)
     try:
         if credentials is None:
-            port = server.add_insecure_port(where)
-        else:
-            port = server.add_secure_port(where, credentials)
+            return server.add_insecure_port(where)
+        return server.add_secure_port(where, credentials)
     except RuntimeError:
         raise UsageError(f"cannot listen on {where}: address in use or not available") from None
-    stop_metrics = None
-    if metrics is not None and config.metrics_port is not None:
-        try:
-            stop_metrics, metrics_port = serve_metrics(metrics, config.host, config.metrics_port)
-        except OSError as exc:
-            raise UsageError(
-                f"--metrics-port: cannot listen on "
-                f"{address(config.host, config.metrics_port)}: {exc.strerror}"
-            ) from None
-        log.info("metrics on http://%s/metrics", address(config.host, metrics_port))
-    await server.start()
-    background = _start_background(config, reloader, tokens)
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    received: list[str] = []
 
-    def on_signal(sig: signal.Signals) -> None:
-        received.append(sig.name)
-        stop.set()
+def _start_metrics(config: ServeConfig, metrics: Metrics | None) -> Callable[[], None] | None:
+    """Serve /metrics if asked for; the function that stops it."""
+    if metrics is None or config.metrics_port is None:
+        return None
+    try:
+        stop_metrics, metrics_port = serve_metrics(metrics, config.host, config.metrics_port)
+    except OSError as exc:
+        raise UsageError(
+            f"--metrics-port: cannot listen on "
+            f"{address(config.host, config.metrics_port)}: {exc.strerror}"
+        ) from None
+    log.info("metrics on http://%s/metrics", address(config.host, metrics_port))
+    return stop_metrics
 
-    for sig in signals:
-        loop.add_signal_handler(sig, on_signal, sig)
-    loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader, tokens, background)
-    on_ready(port)
-    await stop.wait()
-    if config.lame_duck_s > 0:
-        await _lame_duck(config.lame_duck_s, health_servicer, in_flight, leaving, stop, received)
+
+async def _drain(
+    config: ServeConfig,
+    server: grpc.aio.Server,
+    health_servicer: health.aio.HealthServicer,  # type: ignore[name-defined]
+    in_flight: InFlight,
+    signal_name: str,
+) -> None:
+    """Refuse new calls, turn NOT_SERVING, and return once the calls in flight have ended."""
     log.info(
-        "%s: not serving, draining calls and streams for up to %g s", received[0], config.grace_s
+        "%s: not serving, draining calls and streams for up to %g s", signal_name, config.grace_s
     )
     # The stop task starts first, so that by the time a watcher hears NOT_SERVING (if no lame
     # duck told it before) the server already refuses new calls; calls in flight run on until
@@ -212,19 +257,7 @@ async def serve(
     stopping = asyncio.create_task(server.stop(config.grace_s))
     await health_servicer.enter_graceful_shutdown()
     await drain.finish(server, stopping, in_flight)
-    drain.hush_leftover_cancellations(loop)
-    for task in background:
-        task.cancel()
-    batcher.close()
-    if stop_metrics is not None:
-        stop_metrics()
-    log.info(
-        "stopped after %d model calls for %d observations (%d of %d accepted requests answered)",
-        batcher.calls,
-        batcher.rows,
-        plane.answered,
-        plane.accepted,
-    )
+    drain.hush_leftover_cancellations(asyncio.get_running_loop())
 
 
 async def _lame_duck(
@@ -321,99 +354,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-# --- workers: N processes, one port ---------------------------------------------------------
-
-
-def _worker(config: ServeConfig, ready: Connection) -> None:
-    """A worker process: load, serve with SO_REUSEPORT, report readiness to the parent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards shutdown as SIGTERM
-    setup_logging()
-    try:
-        reloader = load_model(config)
-        asyncio.run(
-            serve(
-                config,
-                reloader,
-                reuse_port=True,
-                on_ready=lambda port: ready.send(("ready", port)),
-                signals=(signal.SIGTERM,),
-            )
-        )
-    except (ModelError, UsageError) as exc:
-        ready.send(("error", str(exc)))
-        raise SystemExit(2) from None
-
-
-@contextlib.contextmanager
-def _reserved_port(host: str, port: int) -> Iterator[int]:
-    """Hold host:port (choosing one for port 0) with SO_REUSEPORT while the workers bind it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {address(host, port)}: {exc.strerror}") from None
-        yield int(sock.getsockname()[1])
-
-
-def _run_workers(config: ServeConfig) -> int:
-    context = multiprocessing.get_context("spawn")
-    workers: list[multiprocessing.process.BaseProcess] = []
-    stopping = False
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-        for worker in workers:
-            if worker.pid is not None and worker.exitcode is None:
-                os.kill(worker.pid, signal.SIGTERM)
-
-    def forward_hup(signum: int, frame: FrameType | None) -> None:
-        for worker in workers:
-            if worker.pid is not None and worker.exitcode is None:
-                os.kill(worker.pid, signal.SIGHUP)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGHUP, forward_hup)
-    with _reserved_port(config.host, config.port) as port:
-        worker_config = dataclasses.replace(config, port=port, port_file=None)
-        pipes: list[Connection] = []
-        for i in range(config.workers):
-            receive, send = context.Pipe(duplex=False)
-            own = worker_config
-            if config.metrics_port:  # each worker its own metrics port: PORT + i
-                own = dataclasses.replace(worker_config, metrics_port=config.metrics_port + i)
-            process = context.Process(target=_worker, args=(own, send), name=f"swingup-serve-{i}")
-            process.start()
-            send.close()
-            workers.append(process)
-            pipes.append(receive)
-        for worker, receive in zip(workers, pipes, strict=True):
-            wait([receive, worker.sentinel])
-            message = receive.recv() if receive.poll() else ("error", "a worker died starting up")
-            if message[0] != "ready" and not stopping:
-                forward(signal.SIGTERM, None)
-                for other in workers:
-                    other.join()
-                raise UsageError(str(message[1]))
-    if not stopping:  # a signal during start-up: the workers are stopping already
-        announce(config, port)
-    pending = {worker.sentinel: worker for worker in workers}
-    failed = False
-    while pending:
-        for sentinel in wait(list(pending)):
-            worker = pending.pop(cast(int, sentinel))
-            worker.join()
-            if worker.exitcode != 0 and not stopping:
-                log.error(
-                    "worker %s exited with %s; stopping the others", worker.pid, worker.exitcode
-                )
-                failed = True
-                forward(signal.SIGTERM, None)
-            failed = failed or worker.exitcode != 0
-    log.info("all %d workers stopped", len(workers))
-    return 1 if failed else 0

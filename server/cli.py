@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from server import app
+from server import app, workers
 from server.config import ENV_PREFIX, ServeConfig
 from server.errors import ModelError
 from swingup.cli import UsageError, run
@@ -14,7 +14,8 @@ def serve(config: ServeConfig) -> int:
     config.check()
     app.setup_logging()
     try:
-        return app.run(config)
+        app.starting(config)
+        return app.run(config) if config.workers == 1 else workers.run_workers(config)
     except ModelError as exc:
         raise UsageError(str(exc)) from None
 

@@ -1,0 +1,119 @@
+"""`--workers N`: N serving processes on one port (SO_REUSEPORT), the kernel spreading
+connections between them. The parent holds the port while they bind it, forwards SIGTERM,
+SIGINT (as SIGTERM) and SIGHUP to them, and stops them all if one dies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from multiprocessing.connection import Connection, wait
+from types import FrameType
+from typing import cast
+
+from server.app import announce, load_model, serve, setup_logging
+from server.config import ServeConfig, address
+from server.errors import ModelError
+from swingup.cli import UsageError
+
+log = logging.getLogger("swingup.serve")
+
+
+def _worker(config: ServeConfig, ready: Connection) -> None:
+    """A worker process: load, serve with SO_REUSEPORT, report readiness to the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards shutdown as SIGTERM
+    setup_logging()
+    try:
+        reloader = load_model(config)
+        asyncio.run(
+            serve(
+                config,
+                reloader,
+                reuse_port=True,
+                on_ready=lambda port: ready.send(("ready", port)),
+                signals=(signal.SIGTERM,),
+            )
+        )
+    except (ModelError, UsageError) as exc:
+        ready.send(("error", str(exc)))
+        raise SystemExit(2) from None
+
+
+@contextlib.contextmanager
+def _reserved_port(host: str, port: int) -> Iterator[int]:
+    """Hold host:port (choosing one for port 0) with SO_REUSEPORT while the workers bind it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {address(host, port)}: {exc.strerror}") from None
+        yield int(sock.getsockname()[1])
+
+
+def run_workers(config: ServeConfig) -> int:
+    """Start config.workers serving processes and wait for them; 0 if all drained cleanly."""
+    context = multiprocessing.get_context("spawn")
+    workers: list[multiprocessing.process.BaseProcess] = []
+    stopping = False
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None:
+                os.kill(worker.pid, signal.SIGTERM)
+
+    def forward_hup(signum: int, frame: FrameType | None) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None:
+                os.kill(worker.pid, signal.SIGHUP)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward_hup)
+    with _reserved_port(config.host, config.port) as port:
+        worker_config = dataclasses.replace(config, port=port, port_file=None)
+        pipes: list[Connection] = []
+        for i in range(config.workers):
+            receive, send = context.Pipe(duplex=False)
+            own = worker_config
+            if config.metrics_port:  # each worker its own metrics port: PORT + i
+                own = dataclasses.replace(worker_config, metrics_port=config.metrics_port + i)
+            process = context.Process(target=_worker, args=(own, send), name=f"swingup-serve-{i}")
+            process.start()
+            send.close()
+            workers.append(process)
+            pipes.append(receive)
+        for worker, receive in zip(workers, pipes, strict=True):
+            wait([receive, worker.sentinel])
+            message = receive.recv() if receive.poll() else ("error", "a worker died starting up")
+            if message[0] != "ready" and not stopping:
+                forward(signal.SIGTERM, None)
+                for other in workers:
+                    other.join()
+                raise UsageError(str(message[1]))
+    if not stopping:  # a signal during start-up: the workers are stopping already
+        announce(config, port)
+    pending = {worker.sentinel: worker for worker in workers}
+    failed = False
+    while pending:
+        for sentinel in wait(list(pending)):
+            worker = pending.pop(cast(int, sentinel))
+            worker.join()
+            if worker.exitcode != 0 and not stopping:
+                log.error(
+                    "worker %s exited with %s; stopping the others", worker.pid, worker.exitcode
+                )
+                failed = True
+                forward(signal.SIGTERM, None)
+            failed = failed or worker.exitcode != 0
+    log.info("all %d workers stopped", len(workers))
+    return 1 if failed else 0
