@@ -21,37 +21,13 @@ from swingup.v1 import policy_pb2 as pb
 MAX_REOPENS = 3
 
 
-def reopenable(mode: Mode, seed: int | None) -> bool:
-    """Whether a session may move to a new stream without its caller seeing a difference: its
-    actions must not depend on which stream computed them. Mean actions do not; sampling
-    without a seed promises no sequence; a seeded sampling session would start its sequence
-    again, so it is not reopened."""
-    return mode == "mean" or seed is None
-
-
-def may_reopen(
-    code: grpc.StatusCode, mode: Mode, seed: int | None, reopen: bool, reopens: int
-) -> bool:
+def may_reopen(code: grpc.StatusCode, reopen: bool, reopens: int) -> bool:
     """Whether a session whose stream failed with `code` moves to a new one, `reopens` new
-    streams into this step: only when the server or the connection went away (UNAVAILABLE)."""
-    return (
-        reopen
-        and code == grpc.StatusCode.UNAVAILABLE
-        and reopenable(mode, seed)
-        and reopens < MAX_REOPENS
-    )
-
-
-def session_error(error: PolicyError, mode: Mode, seed: int | None, reopen: bool) -> PolicyError:
-    """The error a session raises: for a seeded sampling session that lost its stream, with why
-    it was not moved to a new one."""
-    if error.code != grpc.StatusCode.UNAVAILABLE or not reopen or reopenable(mode, seed):
-        return error
-    return PolicyError(
-        error.code,
-        f"{error.details} (a seeded sampling stream is not reopened: a new stream would start "
-        "its random sequence again; open a new stream to go on)",
-    )
+    streams into this step: only when the server or the connection went away (UNAVAILABLE).
+    Nothing a session's caller sees depends on which stream computes a step: mean actions do
+    not, and a seeded session's noise depends on its seed and step alone (the new stream's
+    first request says where the session is), so any session may move."""
+    return reopen and code == grpc.StatusCode.UNAVAILABLE and reopens < MAX_REOPENS
 
 
 class StreamSession:
@@ -60,9 +36,9 @@ class StreamSession:
     When its stream fails with UNAVAILABLE (a replica stopping, in its lame duck; a lost
     connection) the session opens a new stream on the channel, which picks a serving replica,
     and sends the step again, up to MAX_REOPENS times a step; `reopened` counts the new
-    streams. Only where that is invisible (`reopenable`): a seeded sampling session raises
-    PolicyError instead. `reopen=False` turns it off. `timeout` bounds the whole session,
-    however many streams it takes.
+    streams. The new stream's first request carries the session's step count, so its replies
+    (a seeded session's noise too) go on as if nothing happened. `reopen=False` turns it off.
+    `timeout` bounds the whole session, however many streams it takes.
     """
 
     def __init__(self, mode: Mode, seed: int | None, timeout: float | None, reopen: bool) -> None:
@@ -88,7 +64,7 @@ class StreamSession:
     def _request(self, obs: np.ndarray) -> pb.StreamActRequest:
         """The step's request: the first on a stream names the mode and seed."""
         if self._call_steps == 0:
-            return wire.first_stream_request(obs, self.mode, self.seed)
+            return wire.first_stream_request(obs, self.mode, self.seed, self.steps)
         return wire.next_stream_request(obs)
 
     def _answered(self, reply: pb.StreamActResponse, request: pb.StreamActRequest) -> np.ndarray:
@@ -100,8 +76,8 @@ class StreamSession:
     def _failed(self, error: PolicyError, reopens: int) -> None:
         """The stream failed: raise the session's error, or count the new stream the caller
         is to open."""
-        if not may_reopen(error.code, self.mode, self.seed, self._reopen, reopens):
+        if not may_reopen(error.code, self._reopen, reopens):
             self._open = False
-            raise session_error(error, self.mode, self.seed, self._reopen)
+            raise error
         self._call_steps = 0
         self.reopened += 1

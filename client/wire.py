@@ -120,8 +120,14 @@ def act_request(obs: np.ndarray, mode: Mode, seed: int | None) -> pb.ActRequest:
     return pb.ActRequest(obs=packed_obs(obs), mode=mode_value(mode), seed=seed)
 
 
-def first_stream_request(obs: np.ndarray, mode: Mode, seed: int | None) -> pb.StreamActRequest:
-    return pb.StreamActRequest(obs=packed_obs(obs), mode=mode_value(mode), seed=seed)
+def first_stream_request(
+    obs: np.ndarray, mode: Mode, seed: int | None, first_step: int = 0
+) -> pb.StreamActRequest:
+    """A stream's first request: the session's mode and seed, and (for a session moved from
+    another stream) the steps it took there."""
+    return pb.StreamActRequest(
+        obs=packed_obs(obs), mode=mode_value(mode), seed=seed, first_step=first_step or None
+    )
 
 
 def next_stream_request(obs: np.ndarray) -> pb.StreamActRequest:

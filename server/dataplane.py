@@ -52,9 +52,10 @@ class DataPlane:
         mean, std, actions = await self._outputs(runtime, flat_obs, mode, rng, deadline)
         return Inference(mean, std, actions, runtime.version)
 
-    def open_session(self, mode: Mode, seed: int | None) -> Session:
-        """A session on the current model, for its whole life."""
-        return Session(self, self.runtime, mode, seed, sampling.generator(seed, self._entropy))
+    def open_session(self, mode: Mode, seed: int | None, first_step: int = 0) -> Session:
+        """A session on the current model, for its whole life; `first_step` steps were taken
+        before, on another stream."""
+        return Session(self, self.runtime, mode, seed, self._entropy, first_step)
 
     async def _outputs(
         self,
@@ -90,32 +91,49 @@ class Inference:
 
 @dataclass
 class Session:
-    """A control session: its model, mode and seed fixed at the start, one generator for all
-    its steps."""
+    """A control session: its model, mode and seed fixed at the start. Its step k draws from
+    a generator seeded with (seed, k), or from the process's entropy without a seed."""
 
     plane: DataPlane
     runtime: Runtime
     mode: Mode
     seed: int | None
-    rng: np.random.Generator
-    steps: int = 0
+    entropy: np.random.Generator
+    first_step: int = 0  # steps taken on another stream before this one
+    steps: int = 0  # steps answered on this stream
 
     @property
     def version(self) -> str:
         return self.runtime.version
 
+    @property
+    def step_index(self) -> int:
+        """The session's number for its next step."""
+        return self.first_step + self.steps
+
     async def step(self, flat_obs: np.ndarray, deadline: float | None = None) -> np.ndarray:
-        outputs = await self.plane._outputs(self.runtime, flat_obs, self.mode, self.rng, deadline)
+        rng = self.entropy
+        if self.seed is not None and self.mode == "sample":
+            rng = sampling.step_generator(self.seed, self.step_index)
+        outputs = await self.plane._outputs(self.runtime, flat_obs, self.mode, rng, deadline)
         self.steps += 1
         return outputs[2]
 
-    def check_unchanged(self, mode: Mode | None, seed: int | None) -> None:
-        """A later request may repeat the session's mode and seed but not change them."""
+    def check_unchanged(
+        self, mode: Mode | None, seed: int | None, first_step: int | None = None
+    ) -> None:
+        """A later request may repeat the session's mode and seed but not change them, and
+        may not say where the session started."""
+        step = self.step_index
+        if first_step is not None:
+            raise InvalidRequest(
+                f"first_step belongs on a stream's first request, not at step {step}"
+            )
         if mode is not None and mode != self.mode:
             raise InvalidRequest(
-                f"the session's mode is {self.mode}; a stream cannot change it at step {self.steps}"
+                f"the session's mode is {self.mode}; a stream cannot change it at step {step}"
             )
         if seed is not None and seed != self.seed:
             raise InvalidRequest(
-                f"the session's seed is {self.seed}; a stream cannot change it at step {self.steps}"
+                f"the session's seed is {self.seed}; a stream cannot change it at step {step}"
             )

@@ -16,6 +16,13 @@ def generator(seed: int | None, fallback: np.random.Generator) -> np.random.Gene
     return fallback if seed is None else np.random.default_rng(seed)
 
 
+def step_generator(seed: int, step: int) -> np.random.Generator:
+    """A seeded session's generator for its step `step`: the noise depends on the seed and the
+    step alone, so a session moved to another stream or server goes on with the same sequence
+    (~10 us a step, paid by seeded sampling sessions only)."""
+    return np.random.default_rng((seed, step))
+
+
 def actions(mean: np.ndarray, std: np.ndarray, mode: Mode, rng: np.random.Generator) -> np.ndarray:
     """mean, or clip(mean + std * eps, low, high) with eps ~ N(0, 1) drawn from `rng`."""
     if mode == "mean":

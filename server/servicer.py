@@ -109,12 +109,13 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             async for item in guard.requests(request_iterator):
                 request = parsed(item)
                 seed = request.seed if request.HasField("seed") else None
+                moved = request.first_step if request.HasField("first_step") else None
                 if session is None:
-                    session = self.plane.open_session(_mode(request.mode), seed)
+                    session = self.plane.open_session(_mode(request.mode), seed, moved or 0)
                 else:
                     mode = None if request.mode == pb.MODE_UNSPECIFIED else _mode(request.mode)
-                    session.check_unchanged(mode, seed)
-                step = session.steps
+                    session.check_unchanged(mode, seed, moved)
+                step = session.step_index
                 actions = await session.step(_obs(request.obs), deadline)
                 reply = _with_actions(
                     pb.StreamActResponse(

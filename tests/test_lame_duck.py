@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support import Reference, observations, start_server
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from client import AsyncPolicyClient, PolicyClient, PolicyError
+from client import AsyncPolicyClient, PolicyClient
 from swingup import contract
 from swingup.v1 import policy_pb2 as pb
 from swingup.v1 import policy_pb2_grpc
@@ -211,29 +211,36 @@ def test_a_lame_duck_ends_a_waiting_stream_at_once(model_path: Path) -> None:
         assert server.process.wait(timeout=30) == 0
 
 
-def test_a_seeded_sampling_stream_is_not_moved(model_path: Path) -> None:
-    """A new stream would start a seeded session's random sequence again: it fails instead,
-    with a message that says so (and no hint about TLS: a server answered)."""
-    with start_server(model_path, "--lame-duck-s", "20") as server:
-        assert server.target is not None
-        with PolicyClient(server.target) as client:
-            obs = observations(1)
-            session = client.stream("sample", seed=3)
-            session.act(obs)
-            server.process.terminate()
-            server.wait_for_line(LAME_DUCK_BEGUN)
-            with pytest.raises(PolicyError) as raised:
-                session.act(obs)
-            assert raised.value.code == grpc.StatusCode.UNAVAILABLE
-            assert raised.value.details.startswith(
-                "this server is stopping: the stream ends after 1 steps"
-            )
-            assert "a seeded sampling stream is not reopened" in raised.value.details
-            assert "TLS" not in raised.value.details
-            assert session.reopened == 0
-            with pytest.raises(PolicyError, match="the stream is closed"):
-                session.act(obs)
-        assert server.process.wait(timeout=30) == 0
+def test_a_seeded_sampling_session_moves_and_keeps_its_sequence(model_path: Path) -> None:
+    """Two seeded sampling sessions, one on each replica; one replica stops mid-session. Both
+    sessions end with the very actions an uninterrupted session with that seed gives: the one
+    that moved told its new stream where it was (first_step), and the noise depends on the
+    seed and the step alone."""
+    with (
+        start_server(model_path, "--lame-duck-s", "20") as first,
+        start_server(model_path, "--lame-duck-s", "20") as second,
+    ):
+        with PolicyClient(f"ipv4:{first.target},{second.target}") as client:
+            batches = [observations(3, seed=k) for k in range(30)]
+            for _ in range(4):
+                client.act(batches[0])
+            with client.stream("sample", seed=21) as whole:
+                expected = [whole.act(obs) for obs in batches]
+            sessions = [client.stream("sample", seed=21) for _ in range(2)]
+            got: list[list[np.ndarray]] = [[], []]
+            for k, obs in enumerate(batches):
+                if k == 10:
+                    first.process.terminate()
+                    first.wait_for_line("lame duck over")
+                for session, actions in zip(sessions, got, strict=True):
+                    actions.append(session.act(obs))
+            for session in sessions:
+                session.close()
+        assert first.process.wait(timeout=30) == 0
+        assert sum(session.reopened for session in sessions) >= 1
+        for actions in got:
+            for one, other in zip(actions, expected, strict=True):
+                np.testing.assert_array_equal(one, other)
 
 
 def _infer_request(obs: np.ndarray) -> service_pb2.ModelInferRequest:

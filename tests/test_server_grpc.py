@@ -193,7 +193,34 @@ def test_a_seeded_stream_is_reproducible(client: PolicyClient) -> None:
     for a, b in zip(first, session(3), strict=True):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first[0], session(4)[0])
-    assert not np.array_equal(first[0], first[1])  # one generator: each step draws afresh
+    assert not np.array_equal(first[0], first[1])  # each step draws noise of its own
+
+
+def test_a_seeded_session_goes_on_where_it_was_on_a_new_stream(
+    stub: policy_pb2_grpc.PolicyServiceStub,
+) -> None:
+    """A seeded session's step k depends on its seed and k alone: steps 0-3 on one stream and
+    4-9 on another that starts with first_step 4 give what one stream of ten steps gives,
+    and the second stream's replies count on from 4."""
+    batches = [observations(1 + k % 3, seed=k) for k in range(10)]
+
+    def steps(first_step: int, count: int) -> list[pb.StreamActResponse]:
+        requests = [
+            pb.StreamActRequest(obs=flat(obs)) for obs in batches[first_step : first_step + count]
+        ]
+        requests[0].mode, requests[0].seed = pb.MODE_SAMPLE, 11
+        if first_step:
+            requests[0].first_step = first_step
+        return list(stub.StreamAct(iter(requests), timeout=10))
+
+    whole = steps(0, 10)
+    moved = steps(0, 4) + steps(4, 6)
+    assert [reply.step for reply in moved] == list(range(10))
+    for one, other in zip(whole, moved, strict=True):
+        assert list(one.actions) == list(other.actions)
+    fresh = pb.StreamActRequest(obs=flat(batches[4]), mode=pb.MODE_SAMPLE, seed=11)
+    restarted = next(iter(stub.StreamAct(iter([fresh]), timeout=10)))
+    assert list(restarted.actions) != list(whole[4].actions)  # without first_step: step 0's noise
 
 
 BAD_OBS = [
@@ -265,12 +292,15 @@ def test_huge_finite_observations_still_get_actions_in_bounds(client: PolicyClie
         assert np.all(np.abs(actions) <= contract.ACTION_HIGH)
 
 
-def test_a_stream_cannot_change_its_mode_or_seed(stub: policy_pb2_grpc.PolicyServiceStub) -> None:
+def test_a_stream_cannot_change_its_mode_or_seed_or_where_it_began(
+    stub: policy_pb2_grpc.PolicyServiceStub,
+) -> None:
     obs = flat(observations(1))
     first = pb.StreamActRequest(obs=obs, mode=pb.MODE_SAMPLE, seed=5)
     for later, message in [
         (pb.StreamActRequest(obs=obs, mode=pb.MODE_MEAN), "the session's mode is sample"),
         (pb.StreamActRequest(obs=obs, seed=6), "the session's seed is 5"),
+        (pb.StreamActRequest(obs=obs, first_step=2), "first_step belongs on a stream's first"),
     ]:
         repeat = pb.StreamActRequest(obs=obs, mode=pb.MODE_SAMPLE, seed=5)
         replies = iter(stub.StreamAct(iter([first, repeat, later]), timeout=10))

@@ -73,7 +73,7 @@ def test_a_seed_gives_its_own_generator_and_none_the_shared_one() -> None:
     assert first.standard_normal() == second.standard_normal()
 
 
-def test_a_session_refuses_a_change_of_mode_or_seed(model_path: Path) -> None:
+def test_a_session_refuses_a_change_of_mode_or_seed_and_a_late_first_step(model_path: Path) -> None:
     runtime = Runtime.load(model_path, "cpu")
     plane = DataPlane(runtime, Batcher(max_batch=8))
     session = plane.open_session("sample", 5)
@@ -83,6 +83,8 @@ def test_a_session_refuses_a_change_of_mode_or_seed(model_path: Path) -> None:
         session.check_unchanged("mean", None)
     with pytest.raises(InvalidRequest, match="the session's seed is 5"):
         session.check_unchanged(None, 6)
+    with pytest.raises(InvalidRequest, match="first_step belongs on a stream's first request"):
+        session.check_unchanged(None, None, 0)
 
 
 def test_oversize_requests_are_refused_before_the_batcher(model_path: Path) -> None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17swingup/v1/policy.proto\x12\nswingup.v1\"U\n\nActRequest\x12\x0b\n\x03obs\x18\x01 \x03(\x02\x12\x1e\n\x04mode\x18\x02 \x01(\x0e\x32\x10.swingup.v1.Mode\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"I\n\x0b\x41\x63tResponse\x12\x0f\n\x07\x61\x63tions\x18\x01 \x03(\x02\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"[\n\x10StreamActRequest\x12\x0b\n\x03obs\x18\x01 \x03(\x02\x12\x1e\n\x04mode\x18\x02 \x01(\x0e\x32\x10.swingup.v1.Mode\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"]\n\x11StreamActResponse\x12\x0f\n\x07\x61\x63tions\x18\x01 \x03(\x02\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x04\"\x15\n\x13GetModelInfoRequest\"I\n\x10\x42\x61tchingSettings\x12\x11\n\tmax_batch\x18\x01 \x01(\r\x12\x11\n\twindow_us\x18\x02 \x01(\r\x12\x0f\n\x07workers\x18\x03 \x01(\r\"\xf6\x02\n\tModelInfo\x12\x11\n\tobs_shape\x18\x01 \x03(\r\x12\x14\n\x0c\x61\x63tion_shape\x18\x02 \x03(\r\x12\x0f\n\x07obs_low\x18\x03 \x03(\x02\x12\x10\n\x08obs_high\x18\x04 \x03(\x02\x12\x12\n\naction_low\x18\x05 \x01(\x02\x12\x13\n\x0b\x61\x63tion_high\x18\x06 \x01(\x02\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x35\n\x08metadata\x18\x08 \x03(\x0b\x32#.swingup.v1.ModelInfo.MetadataEntry\x12\x1a\n\x12\x65xecution_provider\x18\t \x01(\t\x12\x11\n\tproviders\x18\n \x03(\t\x12.\n\x08\x62\x61tching\x18\x0b \x01(\x0b\x32\x1c.swingup.v1.BatchingSettings\x12\x16\n\x0eserver_version\x18\x0c \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*<\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_MEAN\x10\x01\x12\x0f\n\x0bMODE_SAMPLE\x10\x02\x32\xdd\x01\n\rPolicyService\x12\x36\n\x03\x41\x63t\x12\x16.swingup.v1.ActRequest\x1a\x17.swingup.v1.ActResponse\x12L\n\tStreamAct\x12\x1c.swingup.v1.StreamActRequest\x1a\x1d.swingup.v1.StreamActResponse(\x01\x30\x01\x12\x46\n\x0cGetModelInfo\x12\x1f.swingup.v1.GetModelInfoRequest\x1a\x15.swingup.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17swingup/v1/policy.proto\x12\nswingup.v1\"U\n\nActRequest\x12\x0b\n\x03obs\x18\x01 \x03(\x02\x12\x1e\n\x04mode\x18\x02 \x01(\x0e\x32\x10.swingup.v1.Mode\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"I\n\x0b\x41\x63tResponse\x12\x0f\n\x07\x61\x63tions\x18\x01 \x03(\x02\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\x83\x01\n\x10StreamActRequest\x12\x0b\n\x03obs\x18\x01 \x03(\x02\x12\x1e\n\x04mode\x18\x02 \x01(\x0e\x32\x10.swingup.v1.Mode\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x17\n\nfirst_step\x18\x04 \x01(\x04H\x01\x88\x01\x01\x42\x07\n\x05_seedB\r\n\x0b_first_step\"]\n\x11StreamActResponse\x12\x0f\n\x07\x61\x63tions\x18\x01 \x03(\x02\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x04\"\x15\n\x13GetModelInfoRequest\"I\n\x10\x42\x61tchingSettings\x12\x11\n\tmax_batch\x18\x01 \x01(\r\x12\x11\n\twindow_us\x18\x02 \x01(\r\x12\x0f\n\x07workers\x18\x03 \x01(\r\"\xf6\x02\n\tModelInfo\x12\x11\n\tobs_shape\x18\x01 \x03(\r\x12\x14\n\x0c\x61\x63tion_shape\x18\x02 \x03(\r\x12\x0f\n\x07obs_low\x18\x03 \x03(\x02\x12\x10\n\x08obs_high\x18\x04 \x03(\x02\x12\x12\n\naction_low\x18\x05 \x01(\x02\x12\x13\n\x0b\x61\x63tion_high\x18\x06 \x01(\x02\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x35\n\x08metadata\x18\x08 \x03(\x0b\x32#.swingup.v1.ModelInfo.MetadataEntry\x12\x1a\n\x12\x65xecution_provider\x18\t \x01(\t\x12\x11\n\tproviders\x18\n \x03(\t\x12.\n\x08\x62\x61tching\x18\x0b \x01(\x0b\x32\x1c.swingup.v1.BatchingSettings\x12\x16\n\x0eserver_version\x18\x0c \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*<\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_MEAN\x10\x01\x12\x0f\n\x0bMODE_SAMPLE\x10\x02\x32\xdd\x01\n\rPolicyService\x12\x36\n\x03\x41\x63t\x12\x16.swingup.v1.ActRequest\x1a\x17.swingup.v1.ActResponse\x12L\n\tStreamAct\x12\x1c.swingup.v1.StreamActRequest\x1a\x1d.swingup.v1.StreamActResponse(\x01\x30\x01\x12\x46\n\x0cGetModelInfo\x12\x1f.swingup.v1.GetModelInfoRequest\x1a\x15.swingup.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,24 +33,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELINFO_METADATAENTRY']._loaded_options = None
   _globals['_MODELINFO_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_MODE']._serialized_start=864
-  _globals['_MODE']._serialized_end=924
+  _globals['_MODE']._serialized_start=905
+  _globals['_MODE']._serialized_end=965
   _globals['_ACTREQUEST']._serialized_start=39
   _globals['_ACTREQUEST']._serialized_end=124
   _globals['_ACTRESPONSE']._serialized_start=126
   _globals['_ACTRESPONSE']._serialized_end=199
-  _globals['_STREAMACTREQUEST']._serialized_start=201
-  _globals['_STREAMACTREQUEST']._serialized_end=292
-  _globals['_STREAMACTRESPONSE']._serialized_start=294
-  _globals['_STREAMACTRESPONSE']._serialized_end=387
-  _globals['_GETMODELINFOREQUEST']._serialized_start=389
-  _globals['_GETMODELINFOREQUEST']._serialized_end=410
-  _globals['_BATCHINGSETTINGS']._serialized_start=412
-  _globals['_BATCHINGSETTINGS']._serialized_end=485
-  _globals['_MODELINFO']._serialized_start=488
-  _globals['_MODELINFO']._serialized_end=862
-  _globals['_MODELINFO_METADATAENTRY']._serialized_start=815
-  _globals['_MODELINFO_METADATAENTRY']._serialized_end=862
-  _globals['_POLICYSERVICE']._serialized_start=927
-  _globals['_POLICYSERVICE']._serialized_end=1148
+  _globals['_STREAMACTREQUEST']._serialized_start=202
+  _globals['_STREAMACTREQUEST']._serialized_end=333
+  _globals['_STREAMACTRESPONSE']._serialized_start=335
+  _globals['_STREAMACTRESPONSE']._serialized_end=428
+  _globals['_GETMODELINFOREQUEST']._serialized_start=430
+  _globals['_GETMODELINFOREQUEST']._serialized_end=451
+  _globals['_BATCHINGSETTINGS']._serialized_start=453
+  _globals['_BATCHINGSETTINGS']._serialized_end=526
+  _globals['_MODELINFO']._serialized_start=529
+  _globals['_MODELINFO']._serialized_end=903
+  _globals['_MODELINFO_METADATAENTRY']._serialized_start=856
+  _globals['_MODELINFO_METADATAENTRY']._serialized_end=903
+  _globals['_POLICYSERVICE']._serialized_start=968
+  _globals['_POLICYSERVICE']._serialized_end=1189
 # @@protoc_insertion_point(module_scope)

@@ -113,12 +113,19 @@ class StreamActRequest(_message.Message):
     OBS_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    FIRST_STEP_FIELD_NUMBER: _builtins.int
     mode: Global___Mode.ValueType
     """Read from the first request; later requests leave them unset (or repeat them unchanged), a
-    later request that sets a different mode or seed is refused. The seed starts one generator
-    that the session's steps draw from in turn.
+    later request that sets a different mode or seed is refused. With a seed, step k draws its
+    noise from a generator seeded with (seed, k): the session's sequence depends on the seed
+    and the step alone, whichever stream or server computes it.
     """
     seed: _builtins.int
+    first_step: _builtins.int
+    """First request only: the steps the session took before, on another stream. A client that
+    moves a session to a new stream (its server is stopping) sets it, so that the replies' step
+    and a seeded session's noise go on where they were. Unset: 0. Later requests leave it unset.
+    """
     @_builtins.property
     def obs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Row-major float32 [batch, obs_dim] (packed)."""
@@ -129,13 +136,19 @@ class StreamActRequest(_message.Message):
         obs: _abc.Iterable[_builtins.float] | None = ...,
         mode: Global___Mode.ValueType = ...,
         seed: _builtins.int | None = ...,
+        first_step: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_first_step", b"_first_step", "_seed", b"_seed", "first_step", b"first_step", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "mode", b"mode", "obs", b"obs", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_first_step", b"_first_step", "_seed", b"_seed", "first_step", b"first_step", "mode", b"mode", "obs", b"obs", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__first_step: _TypeAlias = _typing.Literal["first_step"]  # noqa: Y015
+    _WhichOneofArgType__first_step: _TypeAlias = _typing.Literal["_first_step", b"_first_step"]  # noqa: Y015
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__first_step) -> _WhichOneofReturnType__first_step | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
 
 Global___StreamActRequest: _TypeAlias = StreamActRequest  # noqa: Y015
@@ -151,7 +164,9 @@ class StreamActResponse(_message.Message):
     batch_size: _builtins.int
     model_version: _builtins.str
     step: _builtins.int
-    """0 for the reply to the session's first request, then 1, 2, ..."""
+    """The session's step: first_step (0 unless set) for the reply to the stream's first request,
+    then one more for each reply.
+    """
     @_builtins.property
     def actions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
     def __init__(

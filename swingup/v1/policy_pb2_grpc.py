@@ -70,7 +70,8 @@ class PolicyServiceServicer:
         observations and every response the actions for it, in order. With a seed, the whole sequence
         of sampled actions is reproducible. A bad request ends the session with INVALID_ARGUMENT.
         A server that is stopping (in its lame duck) ends the session with UNAVAILABLE before it takes
-        another request (every request it took is answered): open a new one, on another replica.
+        another request (every request it took is answered): go on with a new stream, on another
+        replica, whose first request carries the session's mode, seed and first_step.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,7 +45,8 @@ class PolicyServiceStub:
     observations and every response the actions for it, in order. With a seed, the whole sequence
     of sampled actions is reproducible. A bad request ends the session with INVALID_ARGUMENT.
     A server that is stopping (in its lame duck) ends the session with UNAVAILABLE before it takes
-    another request (every request it took is answered): open a new one, on another replica.
+    another request (every request it took is answered): go on with a new stream, on another
+    replica, whose first request carries the session's mode, seed and first_step.
     """
     GetModelInfo: _grpc.UnaryUnaryMultiCallable[_policy_pb2.GetModelInfoRequest, _policy_pb2.ModelInfo]
     """The spaces, model version and metadata, execution provider and batching settings."""
@@ -65,7 +66,8 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     observations and every response the actions for it, in order. With a seed, the whole sequence
     of sampled actions is reproducible. A bad request ends the session with INVALID_ARGUMENT.
     A server that is stopping (in its lame duck) ends the session with UNAVAILABLE before it takes
-    another request (every request it took is answered): open a new one, on another replica.
+    another request (every request it took is answered): go on with a new stream, on another
+    replica, whose first request carries the session's mode, seed and first_step.
     """
     GetModelInfo: _aio.UnaryUnaryMultiCallable[_policy_pb2.GetModelInfoRequest, _policy_pb2.ModelInfo]  # type: ignore[assignment]
     """The spaces, model version and metadata, execution provider and batching settings."""
@@ -94,7 +96,8 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         observations and every response the actions for it, in order. With a seed, the whole sequence
         of sampled actions is reproducible. A bad request ends the session with INVALID_ARGUMENT.
         A server that is stopping (in its lame duck) ends the session with UNAVAILABLE before it takes
-        another request (every request it took is answered): open a new one, on another replica.
+        another request (every request it took is answered): go on with a new stream, on another
+        replica, whose first request carries the session's mode, seed and first_step.
         """
 
     @_abc_1.abstractmethod
