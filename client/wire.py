@@ -40,7 +40,7 @@ SERVICE_CONFIG = {
 }
 
 
-# How a server in its lame duck begins the message that ends a stream (server.drain.Leaving).
+# How a server in its lame duck begins the message that ends a stream (server.streams.Leaving).
 SERVER_STOPPING = "this server is stopping"
 
 
@@ -78,7 +78,7 @@ class Credentials:
 
 def hint(code: grpc.StatusCode, details: str, credentials: Credentials) -> str:
     """What an UNAVAILABLE probably means, for the error message: a TLS mismatch or no server.
-    Nothing when a server said it is stopping (a stream's end in its lame duck, server.drain):
+    Nothing when a server said it is stopping (a stream's end in its lame duck, server.streams):
     one answered."""
     if code != grpc.StatusCode.UNAVAILABLE or details.startswith(SERVER_STOPPING):
         return ""
