@@ -55,8 +55,9 @@ class ServeConfig:
         0.0,
         "on SIGTERM/SIGINT, first turn health NOT_SERVING and go on serving for up to this "
         "long, until no new call has come for 0.25 s: clients that watch health (PolicyClient "
-        "does) move their calls to other replicas before this one refuses any. A second "
-        "signal ends it",
+        "does) move their calls to other replicas before this one refuses any, and open "
+        "streams end (UNAVAILABLE) so that their clients reopen them there. A second signal "
+        "ends it",
     )
     port_file: Path | None = option(None, "once serving, write the bound port here atomically")
     # --- hardening: security, limits, reloads, metrics (README: security model, reloads) ---

@@ -15,6 +15,12 @@ neither handed to the server nor cancelled (grpcio 1.85; one SIGTERM in ~15 unde
 loopback here). stop() then waits for that call's deadline, or the whole grace, and its client
 waits with it. A health Watch, which never ends by itself, holds stop() the same way.
 
+So the server counts the calls its own handlers are running (`InFlight`, wrapped around every
+handler it registers), and once that count has stayed at zero for `QUIET_S` after shutdown
+began, it cancels whatever core still holds: such a client gets UNAVAILABLE ("Cancelling all
+calls") about 0.3 s after the signal instead of its deadline, and the process exits when its
+work is done, not at the end of its grace.
+
 A lame duck moves streams too: a stream is a single call that would otherwise stay on this
 replica until the grace runs out and then be cancelled. Once the lame duck begins
 (`server.streams.Leaving`), each open stream ends with UNAVAILABLE before it takes another
@@ -22,12 +28,6 @@ request: at once if it is waiting for one, after the step it is on if not; `Poli
 reopens it on a replica that is staying and sends the step again. Without a lame duck,
 streams are served on to their end or the grace, as before: a lone server has nowhere to send
 them.
-
-So the server counts the calls its own handlers are running (`InFlight`, wrapped around every
-handler it registers), and once that count has stayed at zero for `QUIET_S` after shutdown
-began, it cancels whatever core still holds: such a client gets UNAVAILABLE ("Cancelling all
-calls") about 0.3 s after the signal instead of its deadline, and the process exits when its
-work is done, not at the end of its grace.
 """
 
 from __future__ import annotations
