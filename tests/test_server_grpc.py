@@ -221,6 +221,10 @@ def test_a_seeded_session_goes_on_where_it_was_on_a_new_stream(
     fresh = pb.StreamActRequest(obs=flat(batches[4]), mode=pb.MODE_SAMPLE, seed=11)
     restarted = next(iter(stub.StreamAct(iter([fresh]), timeout=10)))
     assert list(restarted.actions) != list(whole[4].actions)  # without first_step: step 0's noise
+    too_late = pb.StreamActRequest(obs=flat(batches[0]), first_step=2**64 - 1)
+    with pytest.raises(grpc.RpcError) as raised:
+        next(iter(stub.StreamAct(iter([too_late]), timeout=10)))
+    assert_invalid(raised.value, "first_step 18446744073709551615: must be below 2^63")
 
 
 BAD_OBS = [

@@ -124,7 +124,8 @@ class StreamActRequest(_message.Message):
     first_step: _builtins.int
     """First request only: the steps the session took before, on another stream. A client that
     moves a session to a new stream (its server is stopping) sets it, so that the replies' step
-    and a seeded session's noise go on where they were. Unset: 0. Later requests leave it unset.
+    and a seeded session's noise go on where they were. Unset: 0; below 2^63. Later requests
+    leave it unset.
     """
     @_builtins.property
     def obs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
