@@ -380,9 +380,16 @@ def _memory(result: dict[str, Any]) -> list[str]:
         f"callers ({mem['calls']:,} calls, {mem['errors']} errors): start "
         f"{_f(mem['start_mib'], 1)} MiB, end {_f(mem['end_mib'], 1)} MiB, max "
         f"{_f(mem['max_mib'], 1)} MiB; growth {_f(mem['growth_mib'], 1)} MiB "
-        f"(fitted slope {_f(mem['slope_mib_per_min'], 2)} MiB/min).",
+        f"({_growth_rule(mem)}; fitted slope {_f(mem['slope_mib_per_min'], 2)} MiB/min).",
         "",
     ]
+
+
+def _growth_rule(mem: dict[str, Any]) -> str:
+    edge = mem.get("edge_s")
+    if edge is None:  # results written before the medians
+        return "last sample less first"
+    return f"median of the last {edge:.0f} s less median of the first {edge:.0f} s"
 
 
 def _profile(result: dict[str, Any]) -> list[str]:

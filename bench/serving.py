@@ -373,10 +373,27 @@ def memory(pool: Pool, served: Served, target: str, scale: Scale) -> dict[str, A
         "start_mib": rss[0],
         "end_mib": rss[-1],
         "max_mib": max(rss),
-        "growth_mib": rss[-1] - rss[0],
+        "growth_mib": _growth(samples, scale.memory_s),
+        "edge_s": _edge_s(scale.memory_s),
         "slope_mib_per_min": slope,
         "samples": [(round(t, 2), round(m, 2)) for t, m in samples],
     }
+
+
+def _edge_s(duration_s: float) -> float:
+    return min(10.0, duration_s / 4)
+
+
+def _growth(samples: list[tuple[float, float]], duration_s: float) -> float:
+    """RSS at the end less RSS at the start, each the median of the samples in the first or
+    last `_edge_s`. A single sample is noise here: the server's RSS moves by up to 1 MiB from
+    one half-second sample to the next, so last-minus-first fell either side of zero."""
+    if not samples:
+        return math.nan
+    edge, end = _edge_s(duration_s), samples[-1][0]
+    first = [mib for t, mib in samples if t <= samples[0][0] + edge]
+    last = [mib for t, mib in samples if t >= end - edge]
+    return float(np.median(last) - np.median(first))
 
 
 def profile(pool: Pool, served: Served, target: str, scale: Scale, work: Path) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from bench import report, serving
 
 
@@ -29,3 +31,15 @@ def test_the_serving_harness_writes_its_report(model_path: Path, tmp_path: Path)
     for png in ("serving-latency.png", "serving-throughput.png", "serving-memory.png"):
         assert (tmp_path / png).stat().st_size > 1000
         assert f"({png})" in page
+
+
+def test_memory_growth_is_read_from_the_ends_not_from_two_samples() -> None:
+    # Flat RSS moving by up to 1 MiB between samples, whose first sample fell on a low and
+    # last on a high (run 9's did): 1.2 MiB last-minus-first.
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 120)
+    flat = [(t / 2, 116.8 + noise[t]) for t in range(120)]
+    flat[0], flat[-1] = (0.0, 116.2), (59.5, 117.4)
+    assert abs(serving._growth(flat, 60.0)) < 0.3
+    # A steady leak of 1 MiB a minute shows as most of that minute's MiB.
+    leak = [(t / 2, 100.0 + t / 120) for t in range(120)]
+    assert 0.7 < serving._growth(leak, 60.0) < 1.0
