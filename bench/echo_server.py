@@ -6,6 +6,12 @@ parse and serialize the same bytes; but no model, no validation, no batching, no
 the answer is the first component of each observation, packed as the actions. It logs the same
 "listening on HOST:PORT" line as `swingup-serve`, stops on SIGTERM or SIGINT, and stops by itself
 after `--lifetime-s` in any case (a benchmark that dies must not leave it running).
+
+`--kind model --model PATH` is the echo plus the model: the aio echo whose answer is the actor's
+mean action from a plain `InferenceSession.run` (one intra-op thread, no spinning, as ours),
+clipped to the action bounds, with no checks, batching, sampling, bound buffers or metrics. It
+splits the gap between the echo and our server into what running the model costs any server
+and what our code around it adds.
 """
 
 from __future__ import annotations
@@ -55,6 +61,46 @@ async def _stream_aio(
         step += 1
 
 
+# --- the aio echo plus the model ----------------------------------------------------------------
+
+
+def _model_handlers(path: str) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+    import numpy as np
+    import onnxruntime as ort
+
+    from swingup import contract
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    outputs = [session.get_outputs()[0].name]  # the mean
+
+    def actions(request: pb.ActRequest | pb.StreamActRequest) -> list[float]:
+        obs = np.fromiter(request.obs, np.float32, len(request.obs)).reshape(-1, contract.OBS_DIM)
+        (mean,) = session.run(outputs, {contract.INPUT_NAME: obs})
+        clipped = np.clip(mean, contract.ACTION_LOW, contract.ACTION_HIGH)
+        return list(clipped.ravel().tolist())
+
+    async def act(request: pb.ActRequest, context: Any) -> pb.ActResponse:
+        out = actions(request)
+        return pb.ActResponse(actions=out, batch_size=len(out), model_version=VERSION)
+
+    async def stream(
+        requests: AsyncIterator[pb.StreamActRequest], context: Any
+    ) -> AsyncIterator[pb.StreamActResponse]:
+        step = 0
+        async for request in requests:
+            out = actions(request)
+            yield pb.StreamActResponse(
+                actions=out, batch_size=len(out), model_version=VERSION, step=step
+            )
+            step += 1
+
+    return _handlers(act, stream)
+
+
 # --- the synchronous server: a thread per call in flight ---------------------------------------
 
 
@@ -88,9 +134,9 @@ def _announce(host: str, port: int, kind: str) -> None:
     print(f"echo ({kind}) listening on {host}:{port}", file=sys.stderr, flush=True)
 
 
-async def serve_aio(host: str, port: int, lifetime_s: float) -> None:
+async def serve_aio(host: str, port: int, lifetime_s: float, model: str | None = None) -> None:
     server = grpc.aio.server()
-    handlers = _handlers(_act_aio, _stream_aio)
+    handlers = _handlers(_act_aio, _stream_aio) if model is None else _model_handlers(model)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -99,7 +145,7 @@ async def serve_aio(host: str, port: int, lifetime_s: float) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    _announce(host, bound, "aio")
+    _announce(host, bound, "aio" if model is None else "aio, with the model")
     try:
         await asyncio.wait_for(stop.wait(), lifetime_s)
     except asyncio.TimeoutError:
@@ -125,14 +171,17 @@ def serve_sync(host: str, port: int, lifetime_s: float, threads: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.echo_server", description=__doc__)
-    parser.add_argument("--kind", choices=["aio", "sync"], default="aio")
+    parser.add_argument("--kind", choices=["aio", "sync", "model"], default="aio")
+    parser.add_argument("--model", help="the ONNX actor (--kind model only)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1100, help="sync server's pool size")
     parser.add_argument("--lifetime-s", type=float, default=1800.0)
     args = parser.parse_args(argv)
-    if args.kind == "aio":
-        asyncio.run(serve_aio(args.host, args.port, args.lifetime_s))
+    if args.kind == "model" and not args.model:
+        parser.error("--kind model needs --model PATH")
+    if args.kind != "sync":
+        asyncio.run(serve_aio(args.host, args.port, args.lifetime_s, args.model))
     else:
         serve_sync(args.host, args.port, args.lifetime_s, args.threads)
     return 0

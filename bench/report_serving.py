@@ -16,6 +16,7 @@ MEMORY_PNG = "serving-memory.png"
 NAMES = {
     "echo": "bare grpcio echo, aio (floor)",
     "echo-sync": "bare grpcio echo, sync thread pool",
+    "echo-model": "bare grpcio echo + onnxruntime `run` (the model, nothing else of ours)",
     "ours": "swingup-serve",
     "ours-nobatch": "swingup-serve --no-batching (batching off)",
     "ours-2workers": "swingup-serve --workers 2",

@@ -68,6 +68,9 @@ def ours(
     return Served(name, argv, cwd=source or ROOT, env=env)
 
 
-def echo(kind: str = "aio", name: str | None = None) -> Served:
+def echo(kind: str = "aio", name: str | None = None, model: Path | None = None) -> Served:
+    """The echo floor (`bench.echo_server`); kind "model" answers with `model`'s mean action."""
     argv = [sys.executable, "-m", "bench.echo_server", "--kind", kind, "--port", "0"]
+    if model is not None:
+        argv += ["--model", str(model)]
     return Served(name or f"echo-{kind}", argv, cwd=ROOT)

@@ -58,7 +58,13 @@ class Scale:
     memory_callers: int = 64
     profile_s: float = 8.0  # 0: no py-spy profile
     # Servers beside the echo and ours: names understood by `server_args` and `_start`.
-    variants: tuple[str, ...] = ("echo-sync", "ours-nobatch", "ours-2workers", "ours-window500")
+    variants: tuple[str, ...] = (
+        "echo-sync",
+        "echo-model",
+        "ours-nobatch",
+        "ours-2workers",
+        "ours-window500",
+    )
     variant_callers: tuple[int, ...] = (64, 256)
     stream_callers: int = 64
 
@@ -79,7 +85,7 @@ SMOKE = Scale(
     memory_s=1.0,
     memory_callers=2,
     profile_s=0.0,
-    variants=("ours-nobatch",),
+    variants=("echo-model", "ours-nobatch"),
     variant_callers=(4,),
     stream_callers=4,
 )
@@ -432,9 +438,8 @@ def _start(model: Path, scale: Scale, source: Path | None) -> dict[str, Served]:
     for name in ("echo", "ours", *scale.variants):
         args = server_args(name)
         if args is None:
-            started[name] = servers.echo(
-                name.removeprefix("echo-") if name != "echo" else "aio", name
-            )
+            kind = name.removeprefix("echo-") if name != "echo" else "aio"
+            started[name] = servers.echo(kind, name, model if kind == "model" else None)
         else:
             started[name] = servers.ours(model, *args, name=name, source=source)
     return started

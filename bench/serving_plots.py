@@ -8,7 +8,8 @@ from typing import Any
 from bench.report_serving import name_of
 from swingup import atomic
 
-ONE_CALLER = ("echo", "ours", "echo-sync")  # the servers drawn in the one-caller panel
+# The servers drawn in the one-caller panel.
+ONE_CALLER = ("echo", "echo-model", "ours", "echo-sync")
 
 
 def _pyplot() -> Any:

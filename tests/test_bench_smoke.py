@@ -8,9 +8,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import grpc
 import numpy as np
+from support import Reference, observations
 
-from bench import report, serving
+from bench import report, servers, serving
+from swingup.v1 import policy_pb2 as pb
+from swingup.v1 import policy_pb2_grpc
 
 
 def test_the_serving_harness_writes_its_report(model_path: Path, tmp_path: Path) -> None:
@@ -21,7 +25,7 @@ def test_the_serving_harness_writes_its_report(model_path: Path, tmp_path: Path)
     assert "## Serving" in page and "### Targets" in page and "Real-time capacity" in page
     saved = json.loads((tmp_path / "bench" / report.SERVING_JSON).read_text())
     servers = {row["server"] for row in saved["rows"]}
-    assert {"echo", "ours"} <= servers
+    assert {"echo", "echo-model", "ours"} <= servers
     assert all(row["errors"] == 0 for row in saved["rows"]), saved["rows"]
     # The echo and ours are taken in turn, and each row pools its server's windows.
     latency = [row for row in saved["rows"] if row["group"] == "latency"]
@@ -43,3 +47,18 @@ def test_memory_growth_is_read_from_the_ends_not_from_two_samples() -> None:
     # A steady leak of 1 MiB a minute shows as most of that minute's MiB.
     leak = [(t / 2, 100.0 + t / 120) for t in range(120)]
     assert 0.7 < serving._growth(leak, 60.0) < 1.0
+
+
+def test_the_echo_with_the_model_answers_the_models_mean_actions(
+    model_path: Path, reference: Reference
+) -> None:
+    # The row between the echo and ours is only a floor if it really runs the model.
+    obs = observations(5)
+    echo = servers.echo("model", model=model_path)
+    with echo, grpc.insecure_channel(echo.wait()) as channel:
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        reply = stub.Act(pb.ActRequest(obs=obs.ravel().tolist()), timeout=10)
+        steps = list(stub.StreamAct(iter([pb.StreamActRequest(obs=obs.ravel().tolist())])))
+    mean = np.clip(reference(obs)[0].ravel(), -2.0, 2.0)
+    np.testing.assert_allclose(reply.actions, mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(steps[0].actions, mean, rtol=1e-5, atol=1e-6)
