@@ -49,6 +49,10 @@ class ServerLeaving(ServingError):
     """This replica is stopping and ends a stream so that its client reopens it elsewhere."""
 
 
+class ClientGone(Exception):
+    """The client hung up while the server wrote to it: the call is over, nothing to report."""
+
+
 class ModelError(Exception):
     """The model cannot be served (missing file, broken contract, unusable provider)."""
 
@@ -76,6 +80,8 @@ def set_status(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> N
     """
     if isinstance(exc, ServingError):
         code, details = status_of(exc), str(exc)
+    elif isinstance(exc, ClientGone):
+        code, details = grpc.StatusCode.CANCELLED, str(exc)  # no one is left to read it
     else:
         log.exception("internal error serving a request")
         code, details = grpc.StatusCode.INTERNAL, "internal server error"

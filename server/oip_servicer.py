@@ -133,7 +133,7 @@ class OipServicer:
                     reply = pb.ModelStreamInferResponse(error_message=str(exc))
                 else:
                     reply = pb.ModelStreamInferResponse(infer_response=response)
-                await guard.wait(context.write(reply), "waiting for the client to read")
+                await guard.write(context, reply)
         finally:
             guard.close()
 

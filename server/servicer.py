@@ -123,7 +123,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                     ),
                     actions,
                 )
-                await guard.wait(context.write(reply), "waiting for the client to read")
+                await guard.write(context, reply)
         finally:
             guard.close()
 

@@ -11,15 +11,29 @@ after the step it is on for one that is busy.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
-from server.errors import DeadlineExpired, ServerLeaving
+from server.errors import ClientGone, DeadlineExpired, ServerLeaving
 
 T = TypeVar("T")
 
 NEXT_REQUEST = "waiting for the next request"
+CLIENT_READ = "waiting for the client to read"
+
+
+# What a send on a call that has ended raises (grpc's stubs do not declare it).
+_WRITE_FAILED: type[Exception] = getattr(
+    importlib.import_module("grpc._cython.cygrpc"), "ExecuteBatchError", RuntimeError
+)
+
+
+class Writer(Protocol):
+    """What a stream writes through: a servicer context."""
+
+    async def write(self, message: Any) -> None: ...
 
 
 class Leaving:
@@ -95,6 +109,16 @@ class StreamGuard:
             ) from None
         finally:
             self._since = None
+
+    async def write(self, context: Writer, reply: Any) -> None:
+        """`context.write(reply)` under the limit. A write the client's hang-up broke raises
+        ClientGone: a client that stops reading and then goes away fails the pending write in
+        gRPC's core (cygrpc's ExecuteBatchError: the send found the call ended) before the
+        hang-up reaches the stream's task, and that is no error of the server's."""
+        try:
+            await self.wait(context.write(reply), CLIENT_READ)
+        except _WRITE_FAILED as exc:
+            raise ClientGone(f"the client went away {CLIENT_READ}") from exc
 
     async def requests(self, stream: AsyncIterator[T]) -> AsyncIterator[T]:
         """The stream's requests, each awaited under the limit, until the client half-closes

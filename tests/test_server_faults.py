@@ -9,8 +9,11 @@ about absolute timings a busy machine could break.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -326,3 +329,43 @@ def test_sigterm_under_load_answers_every_accepted_call(model_path: Path) -> Non
     assert refusals and set(refusals) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
     answered, accepted = answered_counts(server)
     assert answered == accepted == received["unary"] + received["steps"]
+
+
+def test_a_client_that_stops_reading_and_hangs_up_is_no_server_error(model_path: Path) -> None:
+    # The server's writes block once the client stops reading; the hang-up then fails the
+    # pending write in gRPC's core before it cancels the stream. That is the client's doing:
+    # no traceback, no INTERNAL, and the server goes on serving.
+    stalled = threading.Condition()
+    sent = [0]
+
+    def requests() -> Iterator[pb.StreamActRequest]:
+        while True:
+            with stalled:
+                sent[0] += 1
+                stalled.notify_all()
+            yield pb.StreamActRequest(obs=[1.0, 0.0, 0.0] * 4096)
+
+    def more(than: int) -> bool:
+        return sent[0] > than
+
+    def quiet_for(seconds: float) -> None:
+        """Until no request has gone out for `seconds` (flow control holds the sender because
+        the server no longer reads: it waits on a write), within 20 s in all."""
+        end = time.monotonic() + 20
+        with stalled:
+            while time.monotonic() < end:
+                if not stalled.wait_for(functools.partial(more, sent[0]), timeout=seconds):
+                    return
+
+    with start_server(model_path, "--max-batch", "4096") as server:
+        assert server.target is not None
+        with grpc.insecure_channel(server.target) as channel:
+            stub = policy_pb2_grpc.PolicyServiceStub(channel)
+            for _ in range(2):
+                call = stub.StreamAct(requests())
+                quiet_for(0.5)
+                call.cancel()  # type: ignore[no-untyped-call]
+            reply = stub.Act(pb.ActRequest(obs=[1.0, 0.0, 0.0]), timeout=10)
+        assert len(reply.actions) == 1
+        assert server.stop() == 0
+    assert not [line for line in server.lines if "internal error" in line], server.lines
