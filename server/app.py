@@ -40,6 +40,15 @@ from swingup.cli import UsageError
 
 log = logging.getLogger("swingup.serve")
 
+# Every service the server has: listed by reflection, and the methods metrics name.
+SERVICES = (
+    SERVICE_NAME,
+    OIP_SERVICE_NAME,
+    ADMIN_SERVICE_NAME,
+    health.SERVICE_NAME,
+    reflection.SERVICE_NAME,
+)
+
 
 def setup_logging() -> None:
     """One line per event on stderr; the pid tells workers apart."""
@@ -129,7 +138,7 @@ async def serve(
         _observe(metrics, reloader, plane)
     server = grpc.aio.server(
         options=security.channel_options(config, reuse_port),
-        interceptors=_interceptors(metrics, tokens),
+        interceptors=_interceptors(metrics, tokens, SERVICES),
     )
     in_flight, leaving = InFlight(), Leaving()
     health_servicer = await _add_services(server, config, plane, reloader, in_flight, leaving)
@@ -169,11 +178,11 @@ async def serve(
 
 
 def _interceptors(
-    metrics: Metrics | None, tokens: TokenFile | None
+    metrics: Metrics | None, tokens: TokenFile | None, services: tuple[str, ...]
 ) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
     interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
     if metrics is not None:  # outermost: it counts the token check's refusals too
-        interceptors.append(CallMetrics(metrics))
+        interceptors.append(CallMetrics(metrics, services))
     if tokens is not None:
         interceptors.append(TokenAuth(tokens))
     return interceptors
@@ -199,16 +208,7 @@ async def _add_services(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in (health.OVERALL_HEALTH, SERVICE_NAME, OIP_SERVICE_NAME, ADMIN_SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            OIP_SERVICE_NAME,
-            ADMIN_SERVICE_NAME,
-            health.SERVICE_NAME,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    reflection.enable_server_reflection(SERVICES, server)
     return health_servicer
 
 

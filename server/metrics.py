@@ -7,9 +7,10 @@ served at http://HOST:PORT/metrics by prometheus-client's own HTTP server, on a 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import grpc
+from google.protobuf import descriptor_pool
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
 from server import interceptors
@@ -100,12 +101,27 @@ class Metrics:
         self.failed_reloads.inc()
 
 
+UNKNOWN_METHOD = "unknown"
+
+
+def known_methods(services: Iterable[str]) -> frozenset[str]:
+    """The full paths (/package.Service/Method) of every method of these services, by their
+    descriptors (each service's generated module must have been imported)."""
+    pool = descriptor_pool.Default()
+    return frozenset(
+        f"/{name}/{method.name}"
+        for name in services
+        for method in pool.FindServiceByName(name).methods
+    )
+
+
 class CallMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Count and time every call by method and final status; outermost, so that refusals by
     the token check are counted too."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, services: Iterable[str]) -> None:
         self.metrics = metrics
+        self.methods = known_methods(services)
 
     async def intercept_service(  # type: ignore[override]  # gRPC takes None: no such method
         self, continuation: interceptors.Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -113,7 +129,11 @@ class CallMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None  # UNIMPLEMENTED, answered by gRPC itself
+        # A method no service has (the token check answers those too) gets one label: a
+        # label per name would let any caller grow /metrics without bound.
         method = handler_call_details.method
+        if method not in self.methods:
+            method = UNKNOWN_METHOD
         calls, seconds = self.metrics.calls, self.metrics.call_seconds.labels(method)
 
         def done(code: grpc.StatusCode, duration: float) -> None:

@@ -70,7 +70,17 @@ def test_metrics_count_calls_batches_queueing_versions_and_reloads(
             assert client.health() == "SERVING"
         with PolicyClient(server.target, timeout=10) as anonymous, pytest.raises(PolicyError):
             anonymous.act(observations(1))  # UNAUTHENTICATED
+        with grpc.insecure_channel(server.target) as channel:
+            for name in ("/x.Y/M1", "/x.Y/M2", "/swingup.v1.PolicyService/Nope"):
+                with pytest.raises(grpc.RpcError) as refused:
+                    channel.unary_unary(name, None, None)(b"", timeout=10)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         samples = scrape(server)
+        # Methods no service has share one label: callers cannot grow /metrics at will.
+        names = {dict(labels).get("method") for _, labels in samples}
+        assert not names & {"/x.Y/M1", "/x.Y/M2", "/swingup.v1.PolicyService/Nope"}
+        refusals = {"method": "unknown", "code": "UNAUTHENTICATED"}
+        assert value(samples, "swingup_grpc_calls_total", **refusals) == 3
         assert value(samples, "swingup_grpc_calls_total", method=ACT, code="OK") == 3
         assert value(samples, "swingup_grpc_calls_total", method=ACT, code="INVALID_ARGUMENT") == 1
         assert value(samples, "swingup_grpc_calls_total", method=ACT, code="UNAUTHENTICATED") == 1
