@@ -23,7 +23,7 @@ import swingup
 from server import drain, security
 from server.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
 from server.admin import AdminServicer
-from server.auth import TokenAuth, TokenFile
+from server.auth import TokenAuth, TokenFile, TokenFileError
 from server.batching import Batcher
 from server.config import ServeConfig, address
 from server.dataplane import DataPlane
@@ -290,8 +290,8 @@ def _load_tokens(config: ServeConfig) -> TokenFile | None:
     tokens = TokenFile(config.auth_token_file)
     try:
         count = tokens.load()
-    except OSError as exc:
-        raise UsageError(f"--auth-token-file {tokens.path}: {exc.strerror}") from None
+    except TokenFileError as exc:
+        raise UsageError(f"--auth-token-file {exc}") from None
     if count == 0:
         raise UsageError(f"--auth-token-file {tokens.path}: holds no token")
     log.info("auth: %d token(s) loaded from %s", count, tokens.path)
@@ -329,7 +329,10 @@ def _start_background(
 async def _watch_tokens(tokens: TokenFile, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
-        tokens.refresh()
+        try:
+            tokens.refresh()
+        except Exception:  # a bug of ours: the watcher must outlive it
+            log.exception("auth: rereading %s failed", tokens.path)
 
 
 def _on_sighup(

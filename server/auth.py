@@ -28,6 +28,10 @@ OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 REFUSAL = "missing or invalid bearer token (metadata 'authorization: Bearer <token>')"
 
 
+class TokenFileError(Exception):
+    """The token file cannot be read, or is not text; the message names it."""
+
+
 def parse_tokens(text: str) -> list[str]:
     lines = (line.strip() for line in text.splitlines())
     return [line for line in lines if line and not line.startswith("#")]
@@ -54,9 +58,15 @@ class TokenFile:
         self._stamp: tuple[int, int, int] | None = None
 
     def load(self) -> int:
-        """Read the file now; the number of tokens. OSError if it cannot be read."""
+        """Read the file now; the number of tokens. TokenFileError if it cannot be read or is
+        not text."""
         stamp = _stamp(self.path)
-        tokens = parse_tokens(self.path.read_text())
+        try:
+            tokens = parse_tokens(self.path.read_bytes().decode())
+        except OSError as exc:
+            raise TokenFileError(f"{self.path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise TokenFileError(f"{self.path}: not UTF-8 text") from None
         self._digests = [_digest(token) for token in tokens]
         self._stamp = stamp
         return len(tokens)
@@ -69,12 +79,11 @@ class TokenFile:
             return
         try:
             count = self.load()
-        except OSError as exc:
+        except TokenFileError as exc:
             if stamp != self._stamp or force:
                 log.warning(
-                    "auth: cannot read %s (%s); keeping the %d token(s) read before",
-                    self.path,
-                    exc.strerror,
+                    "auth: cannot read %s; keeping the %d token(s) read before",
+                    exc,
                     len(self._digests),
                 )
             self._stamp = stamp

@@ -166,6 +166,7 @@ def test_mutual_tls_admits_only_clients_the_ca_signed(model_path: Path, pki: Pki
         (["--tls-cert", "CA", "--tls-key", "CA"], "not a matching PEM certificate"),
         (["--auth-token-file", "MISSING"], "--auth-token-file"),
         (["--auth-token-file", "EMPTY"], "holds no token"),
+        (["--auth-token-file", "BINARY"], "not UTF-8 text"),
         (["--max-batch", "4096", "--max-message-bytes", "1000"], "--max-message-bytes 1000"),
         (["--max-batch", "64", "--max-queue", "10"], "--max-queue 10"),
         (["--idle-timeout-s", "0"], "--idle-timeout-s 0"),
@@ -176,7 +177,10 @@ def test_bad_security_settings_are_one_line(
 ) -> None:
     empty = tmp_path / "empty"
     empty.write_text("# no tokens yet\n")
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe token\n")
     names = {
+        "BINARY": binary,
         "CERT": pki.server.cert,
         "CA": pki.ca.cert,
         "OTHER_KEY": pki.client.key,
@@ -286,6 +290,19 @@ def test_the_token_file_is_reread_when_it_changes(model_path: Path, tmp_path: Pa
             server.process.send_signal(signal.SIGHUP)
             server.wait_for_line(r"auth: 2 token\(s\) loaded", start=mark)
             old.act(observations(1))
+            new.act(observations(1))
+            # A file that is not text keeps the tokens, and the watcher goes on: the fixed
+            # file is read at the next poll.
+            mark = len(server.lines)
+            (tmp_path / "tokens.new").write_bytes(b"\xff\xfenew-token\n")
+            os.replace(tmp_path / "tokens.new", tokens)
+            server.wait_for_line(r"not UTF-8 text; keeping the 2 token\(s\)", start=mark)
+            old.act(observations(1))
+            (tmp_path / "tokens.new").write_text("new-token\n")
+            os.replace(tmp_path / "tokens.new", tokens)
+            server.wait_for_line(r"auth: 1 token\(s\) loaded", start=mark)
+            with pytest.raises(PolicyError):
+                old.act(observations(1))
             new.act(observations(1))
         assert server.stop() == 0
 
