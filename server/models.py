@@ -71,14 +71,24 @@ def candidates(path: Path) -> list[Candidate]:
     if not path.is_dir():
         return [Candidate(None, path, _stamp(path))]
     try:
-        names = [name for name in os.listdir(path) if name.isdigit() and (path / name).is_dir()]
+        names = [name for name in os.listdir(path) if _is_version(name) and (path / name).is_dir()]
     except OSError:
         return []
     found = []
-    for number in sorted((int(name) for name in names), reverse=True):
-        file = path / str(number) / MODEL_FILE
-        found.append(Candidate(str(number), file, _stamp(file)))
+    for name in sorted(names, key=int, reverse=True):
+        file = path / name / MODEL_FILE
+        found.append(Candidate(str(int(name)), file, _stamp(file)))
     return found
+
+
+def _naming(path: Path, reason: str) -> str:
+    """`reason`, saying which file it is about."""
+    return reason if str(path) in reason else f"{path}: {reason}"
+
+
+def _is_version(name: str) -> bool:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    return name.isascii() and name.isdigit()
 
 
 @dataclass(frozen=True)
@@ -128,8 +138,8 @@ class Reloader:
             try:
                 runtime = self._load(candidate)
             except ModelError as exc:
-                if not self.path.is_dir():
-                    raise  # the one file there is: its error is the server's
+                if not self.path.is_dir():  # the one file there is: its error is the server's
+                    raise ModelError(_naming(candidate.path, str(exc))) from None
                 self._refuse(candidate, str(exc))
                 continue
             self._serve(candidate, runtime)
@@ -195,16 +205,22 @@ class Reloader:
         """Poll for changes every `interval_s` and reload on one, until cancelled."""
         while True:
             await asyncio.sleep(interval_s)
-            if self.changed():
-                try:
+            try:
+                if self.changed():
                     await self.reload()
-                except Exception:  # a bug of ours: the watcher must outlive it
-                    log.exception("reload failed")
+            except Exception:  # a bug of ours: the watcher must outlive it
+                log.exception("reload failed")
 
     def _load(self, candidate: Candidate) -> Runtime:
         if candidate.stamp is None:
             raise ModelError(f"model file not found: {candidate.path}")
-        return Runtime.load(candidate.path, self.device, candidate.version)
+        try:
+            return Runtime.load(candidate.path, self.device, candidate.version)
+        except ModelError:
+            raise
+        except Exception as exc:  # a file no check foresaw: refuse it, and keep serving
+            log.debug("loading %s", candidate.path, exc_info=True)
+            raise ModelError(f"cannot load it: {type(exc).__name__}: {exc}") from None
 
     def _serve(self, candidate: Candidate, runtime: Runtime) -> None:
         self.current = runtime

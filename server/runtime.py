@@ -120,6 +120,11 @@ def _check_graph(session: ort.InferenceSession) -> None:
         )
     if inputs[0].type != "tensor(float)" or inputs[0].shape[1:] != [contract.OBS_DIM]:
         raise ModelError(f"model input is {inputs[0].type} {inputs[0].shape}, not float [batch, 3]")
+    if isinstance(inputs[0].shape[0], int):  # a symbolic dimension is a name (or None)
+        raise ModelError(
+            f"model input has a fixed batch size of {inputs[0].shape[0]}: the server batches "
+            "any number of observations, so export it with a dynamic batch dimension"
+        )
     types = [o.type for o in session.get_outputs()]
     if types != ["tensor(float)", "tensor(float)"]:
         raise ModelError(f"model outputs are {', '.join(types)}, not float")
@@ -194,7 +199,10 @@ class Runtime:
         smoke inference. `version` names it (default: the first 12 hex digits of its SHA-256)."""
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"cannot read {path}: {exc.strerror}") from None
         requested, note = choose_providers(device, ort.get_available_providers())
         try:
             session = ort.InferenceSession(data, session_options(), providers=requested)
@@ -232,7 +240,11 @@ class Runtime:
         model that breaks the contract's bounds is refused; it also times the model."""
         obs = smoke_observations()
         # Checked through run(): the bound buffers take the contract's shapes for granted.
-        mean, std = self.session.run(_OUTPUTS, {contract.INPUT_NAME: obs})
+        try:
+            mean, std = self.session.run(_OUTPUTS, {contract.INPUT_NAME: obs})
+        except Exception as exc:  # onnxruntime's own types: a graph that cannot run
+            reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+            raise ModelError(f"model failed its smoke inference: {reason}") from None
         if mean.shape != (len(obs), contract.ACTION_DIM) or std.shape != mean.shape:
             raise ModelError(
                 f"model returned shapes {mean.shape} and {std.shape} for {len(obs)} observations"

@@ -21,6 +21,7 @@ from support import TEST_METADATA, Reference, export_test_model, observations, s
 
 from client import PolicyClient
 from client.localserver import LocalServer
+from server.models import candidates
 from swingup.v1 import admin_pb2, admin_pb2_grpc, policy_pb2_grpc
 from swingup.v1 import policy_pb2 as pb
 from trainer import triton_repo
@@ -53,13 +54,13 @@ def publish_next(model_dir: Path, models: dict[int, Path]) -> str:
     return str(number)
 
 
-def out_of_bounds_model() -> bytes:
-    """A well-formed model with the contract's graph and metadata whose mean is 100 x obs: only
-    the smoke inference can tell it breaks the contract (|mean| <= 2)."""
-    obs = helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", 3])
-    mean = helper.make_tensor_value_info("action_mean", TensorProto.FLOAT, ["batch", 1])
-    std = helper.make_tensor_value_info("action_std", TensorProto.FLOAT, ["batch", 1])
-    weights = helper.make_tensor("w", TensorProto.FLOAT, [3, 1], [100.0, 100.0, 100.0])
+def out_of_bounds_model(weight: float = 100.0, batch: str | int = "batch") -> bytes:
+    """A well-formed model with the contract's graph and metadata whose mean is `weight` x obs:
+    at 100, only the smoke inference can tell it breaks the contract (|mean| <= 2)."""
+    obs = helper.make_tensor_value_info("obs", TensorProto.FLOAT, [batch, 3])
+    mean = helper.make_tensor_value_info("action_mean", TensorProto.FLOAT, [batch, 1])
+    std = helper.make_tensor_value_info("action_std", TensorProto.FLOAT, [batch, 1])
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [3, 1], [weight] * 3)
     ones = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
     graph = helper.make_graph(
         [
@@ -178,6 +179,7 @@ def test_new_versions_arrive_by_watcher_sighup_and_admin_rpc(
         (b"\x08\x07garbage", "cannot load"),
         ("metadata", "model metadata lacks swingup.format_version"),
         ("bounds", "broke the contract's bounds"),
+        ("fixed", "fixed batch size of 48"),  # it passed the checks, then failed to run
     ],
 )
 def test_a_version_that_fails_a_check_is_refused_and_the_old_one_serves_on(
@@ -194,6 +196,8 @@ def test_a_version_that_fails_a_check_is_refused_and_the_old_one_serves_on(
         data = model.SerializeToString()
     elif bad == "bounds":
         data = out_of_bounds_model()
+    elif bad == "fixed":
+        data = out_of_bounds_model(weight=0.1, batch=48)
     else:
         assert isinstance(bad, bytes)
         data = bad
@@ -386,3 +390,39 @@ def test_the_client_cli_reloads_and_lists_versions(tmp_path: Path, models: dict[
             "VERSION_STATE_AVAILABLE",
         ]
         assert server.stop() == 0
+
+
+def test_version_directories_are_ascii_numbers(tmp_path: Path) -> None:
+    # "²" is a digit to str.isdigit() and not to int(): it stopped the watcher for good.
+    for name in ("2", "007", "²", "x1", "10"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "3").write_text("a file, not a version")
+    found = candidates(tmp_path)
+    assert [(c.version, c.path.parent.name) for c in found] == [
+        ("10", "10"),
+        ("7", "007"),
+        ("2", "2"),
+    ]
+
+
+def test_a_model_that_fails_to_run_is_one_line_at_start_and_names_its_file(
+    tmp_path: Path, models: dict[int, Path]
+) -> None:
+    fixed = tmp_path / "fixed.onnx"
+    fixed.write_bytes(out_of_bounds_model(weight=0.1, batch=48))
+    alone = subprocess.run(
+        [sys.executable, "-m", "server", "--port", "0", "--model", str(fixed)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert alone.returncode == 2 and "Traceback" not in alone.stderr, alone.stderr
+    errors = [line for line in alone.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and str(fixed) in errors[0], alone.stderr
+    assert "fixed batch size of 48" in errors[0]
+    # As the highest version of a directory it is refused, and the server starts on the next.
+    model_dir = repository(tmp_path, models, 1)
+    publish(model_dir, fixed.read_bytes())
+    with start_server(model_dir) as server:
+        assert server.stop() == 0
+    assert any("refused model version 2" in line for line in server.lines)

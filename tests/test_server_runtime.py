@@ -127,3 +127,39 @@ def test_missing_and_broken_files_are_refused(tmp_path: Path) -> None:
     junk.write_bytes(b"not a model")
     with pytest.raises(ModelError, match=r"cannot load .*junk.onnx as an ONNX model"):
         Runtime.load(junk, "cpu")
+
+
+def test_a_model_that_cannot_run_on_the_smoke_batch_is_refused(tmp_path: Path) -> None:
+    # It passes every check of its graph and metadata, and onnxruntime raises only when it
+    # runs: the refusal must still be a ModelError (a traceback at start, INTERNAL on reload).
+    h, f = onnx.helper, onnx.TensorProto.FLOAT
+    graph = h.make_graph(
+        [
+            h.make_node("MatMul", ["obs", "w"], ["product"]),
+            h.make_node("Reshape", ["product", "five"], ["action_mean"]),
+            h.make_node("Add", ["action_mean", "one"], ["action_std"]),
+        ],
+        "runs-only-on-five",
+        [h.make_tensor_value_info("obs", f, ["batch", 3])],
+        [
+            h.make_tensor_value_info("action_mean", f, ["batch", 1]),
+            h.make_tensor_value_info("action_std", f, ["batch", 1]),
+        ],
+        [
+            h.make_tensor("w", f, [3, 1], [0.1, 0.1, 0.1]),
+            h.make_tensor("five", onnx.TensorProto.INT64, [2], [5, 1]),
+            h.make_tensor("one", f, [1], [1.0]),
+        ],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    h.set_model_props(model, TEST_METADATA)
+    path = tmp_path / "five.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelError, match="failed its smoke inference"):
+        Runtime.load(path, "cpu")
+    fixed = onnx.load(str(path))
+    fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(fixed, str(path))
+    with pytest.raises(ModelError, match="fixed batch size of 1"):
+        Runtime.load(path, "cpu")
