@@ -130,7 +130,7 @@ class OipServicer:
                 try:
                     response = await self._infer(parsed(item), deadline)
                 except ServingError as exc:
-                    reply = pb.ModelStreamInferResponse(error_message=str(exc))
+                    reply = _stream_error(item, exc)
                 else:
                     reply = pb.ModelStreamInferResponse(infer_response=response)
                 await guard.write(context, reply)
@@ -279,3 +279,14 @@ def _seed(parameters: Mapping[str, Message]) -> int | None:
         )
     seed: int = getattr(parameter, kind)
     return seed
+
+
+def _stream_error(item: Message | Malformed, exc: ServingError) -> Message:
+    """An in-band refusal; it carries the request's id (as Triton's does), so a client with
+    many requests in flight can tell which one failed."""
+    reply = pb.ModelStreamInferResponse(error_message=str(exc))
+    if not isinstance(item, Malformed):
+        reply.infer_response.id = item.id
+        reply.infer_response.model_name = item.model_name
+        reply.infer_response.model_version = item.model_version
+    return reply

@@ -44,7 +44,7 @@ def parser(message: type[M]) -> Callable[[bytes], M | Malformed]:
 
 def parsed(request: M | Malformed) -> M:
     if isinstance(request, Malformed):
-        raise InvalidRequest(f"malformed request: not a {request.message} ({request.reason})")
+        raise InvalidRequest(f"malformed request: not a valid {request.message} ({request.reason})")
     return request
 
 

@@ -273,7 +273,7 @@ def test_bytes_that_are_not_a_request_are_invalid_argument(
         channel.unary_unary(f"/{OIP_SERVICE}/{method}", None, None)(b"\xff\xff\xff", timeout=10)
     assert isinstance(raised.value, grpc.Call)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "malformed request: not a inference." in (raised.value.details() or "")
+    assert "malformed request: not a valid inference." in (raised.value.details() or "")
     assert len(server.lines) == before  # and no traceback in the log
 
 
@@ -281,8 +281,13 @@ def test_a_malformed_stream_request_is_refused_in_band(target: str) -> None:
     path = f"/{OIP_SERVICE}/ModelStreamInfer"
     with grpc.insecure_channel(target) as channel:
         stream = channel.stream_stream(path, None, service_pb2.ModelStreamInferResponse.FromString)
-        (reply,) = list(stream(iter([b"\xff\xff\xff"]), timeout=10))
-    assert "malformed request: not a inference.ModelInferRequest" in reply.error_message
+        bad = service_pb2.ModelInferRequest(id="req-7", model_name=MODEL)  # no input
+        malformed, refused = list(stream(iter([b"\xff\xff\xff", bad.SerializeToString()]), 10))
+    assert "malformed request: not a valid inference.ModelInferRequest" in malformed.error_message
+    assert malformed.infer_response.id == ""  # there is no id to read in bytes that do not parse
+    # A refusal names its request, as Triton's do: many may be in flight.
+    assert refused.error_message and refused.infer_response.id == "req-7"
+    assert refused.infer_response.model_name == MODEL
 
 
 def test_the_repository_and_statistics_calls_are_unimplemented(

@@ -284,7 +284,7 @@ def test_bytes_that_are_not_a_request_are_invalid_argument(
             list(stream(iter([b"\xff\xff\xff"]), timeout=10))
         else:
             channel.unary_unary(path, None, None)(b"\x0a\x05abc", timeout=10)
-    assert_invalid(raised.value, "malformed request: not a swingup.v1.")
+    assert_invalid(raised.value, "malformed request: not a valid swingup.v1.")
     assert len(server.lines) == before  # and no traceback in the log
     assert health_of(target) == "SERVING"
 
