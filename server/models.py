@@ -34,6 +34,7 @@ from server.runtime import Runtime
 log = logging.getLogger("swingup.serve")
 
 MODEL_FILE = "model.onnx"
+SERVED_FROM_MEMORY = "its file has changed or gone since it was loaded: served from memory"
 
 Stamp = tuple[int, int, int]  # st_mtime_ns, st_size, st_ino: changes when the file does
 
@@ -191,7 +192,11 @@ class Reloader:
         """Each version on disk, highest first, with its state (serving, refused, available)
         and the reason of a refusal."""
         listed = []
-        for candidate in candidates(self.path):
+        on_disk = candidates(self.path)
+        if self._serving is not None and self._serving not in on_disk:
+            # Its file was replaced by one refused, or removed: it serves on from memory.
+            listed.append((self._serving, "serving", SERVED_FROM_MEMORY))
+        for candidate in on_disk:
             if candidate == self._serving:
                 state, reason = "serving", ""
             elif candidate in self._refused:

@@ -21,7 +21,7 @@ from support import TEST_METADATA, Reference, export_test_model, observations, s
 
 from client import PolicyClient
 from client.localserver import LocalServer
-from server.models import candidates
+from server.models import SERVED_FROM_MEMORY, candidates
 from swingup.v1 import admin_pb2, admin_pb2_grpc, policy_pb2_grpc
 from swingup.v1 import policy_pb2 as pb
 from trainer import triton_repo
@@ -358,7 +358,15 @@ def test_a_single_file_reloads_when_replaced(tmp_path: Path, models: dict[int, P
             (tmp_path / "policy.new").replace(served)
             reply = client.reload_model()
             assert reply.changed and reply.previous_version == first
-            assert reply.model_version == hashlib.sha256(served.read_bytes()).hexdigest()[:12]
+            second = hashlib.sha256(served.read_bytes()).hexdigest()[:12]
+            assert reply.model_version == second
+            # A corrupt replacement is refused; the listing still shows what serves.
+            (tmp_path / "policy.new").write_bytes(b"corrupt")
+            (tmp_path / "policy.new").replace(served)
+            assert client.reload_model().model_version == second
+            listed = [(v.version, v.state, v.reason) for v in client.list_versions().versions]
+            assert listed[0] == (second, admin_pb2.VERSION_STATE_SERVING, SERVED_FROM_MEMORY)
+            assert [state for _, state, _ in listed[1:]] == [admin_pb2.VERSION_STATE_REFUSED]
         assert server.stop() == 0
 
 

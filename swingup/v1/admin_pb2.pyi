@@ -143,7 +143,9 @@ class ModelVersion(_message.Message):
     """The version's number (a single --model file: empty until loaded)."""
     state: Global___VersionState.ValueType
     reason: _builtins.str
-    """Why a refused version was refused."""
+    """Why a refused version was refused; for the serving version, a note when its file has
+    changed or gone since it was loaded (it serves on from memory).
+    """
     path: _builtins.str
     def __init__(
         self,
