@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+# Before onnxruntime loads (server.app imports it): its telemetry would otherwise try to persist
+# a device id under $HOME and print a coloured warning at every start where it cannot (a user
+# without a writable home, a read-only root). The Dockerfile sets the same; an operator's own
+# setting wins. Worker processes inherit it.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from collections.abc import Sequence
 
 from server import app, workers

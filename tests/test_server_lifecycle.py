@@ -192,3 +192,19 @@ def test_workers_refuse_a_port_taken_by_a_plain_socket(model_path: Path) -> None
         port = str(taken.getsockname()[1])
         line = serve_and_fail("--model", str(model_path), "--workers", "2", "--port", port)
     assert f"cannot listen on 127.0.0.1:{port}" in line
+
+
+@pytest.mark.parametrize("disable", [None, "0"])
+def test_onnxruntime_telemetry_is_off_unless_the_operator_turns_it_on(
+    model_path: Path, disable: str | None
+) -> None:
+    # A home it cannot write (even as root) is what makes onnxruntime's telemetry warn.
+    env = {**os.environ, "HOME": "/dev/null/home"}
+    env.pop("ORT_DISABLE_TELEMETRY", None)
+    if disable is not None:
+        env["ORT_DISABLE_TELEMETRY"] = disable
+    with LocalServer(["--model", str(model_path)], env=env) as server:
+        server.wait_listening()
+        assert server.stop() == 0
+    warned = any("telemetry" in line for line in server.lines)
+    assert warned == (disable == "0"), server.lines
