@@ -18,6 +18,9 @@ Device = Literal["auto", "cpu", "cuda"]
 # A request's observations travel as one protobuf message; this keeps the largest allowed batch
 # far below gRPC's default 4 MiB message limit (4096 x 3 float32 is 48 KiB).
 MAX_BATCH_LIMIT = 65_536
+# Each worker is a process with its own model session and onnxruntime threads, all sharing the
+# machine's cores: far beyond one per core more workers only add memory and contention.
+MAX_WORKERS = 64
 
 
 @dataclass
@@ -47,7 +50,11 @@ class ServeConfig:
         "coalesce concurrent requests into one model call (--no-batching: every request runs "
         "alone, in arrival order; --max-batch still bounds a request)",
     )
-    workers: int = option(1, "server processes sharing the port via SO_REUSEPORT")
+    workers: int = option(
+        1,
+        f"server processes sharing the port via SO_REUSEPORT, at most {MAX_WORKERS}: each holds "
+        "its own model, and more processes than cores only add memory and contention",
+    )
     grace_s: float = option(
         10.0, "on SIGTERM/SIGINT, how long in-flight calls and streams may take to finish"
     )
@@ -106,8 +113,11 @@ class ServeConfig:
             )
         if self.batch_window_us < 0:
             raise UsageError(f"--batch-window-us {self.batch_window_us}: must be >= 0")
-        if self.workers < 1:
-            raise UsageError(f"--workers {self.workers}: must be >= 1")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise UsageError(
+                f"--workers {self.workers}: must be between 1 and {MAX_WORKERS} (each worker is "
+                "a process with its own model; more than the cores only add memory and contention)"
+            )
         if not self.grace_s >= 0:
             raise UsageError(f"--grace-s {self.grace_s}: must be >= 0")
         if not self.lame_duck_s >= 0:

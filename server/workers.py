@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import cast
@@ -23,6 +23,8 @@ from server.errors import ModelError
 from swingup.cli import UsageError
 
 log = logging.getLogger("swingup.serve")
+
+Message = tuple[str, object]
 
 
 def _worker(config: ServeConfig, ready: Connection) -> None:
@@ -59,7 +61,8 @@ def _reserved_port(host: str, port: int) -> Iterator[int]:
 
 
 def run_workers(config: ServeConfig) -> int:
-    """Start config.workers serving processes and wait for them; 0 if all drained cleanly."""
+    """Start config.workers serving processes and wait for them; 0 if all drained cleanly
+    (a signal during start-up included: workers it caught still loading count as drained)."""
     context = multiprocessing.get_context("spawn")
     workers: list[multiprocessing.process.BaseProcess] = []
     stopping = False
@@ -83,6 +86,8 @@ def run_workers(config: ServeConfig) -> int:
         worker_config = dataclasses.replace(config, port=port, port_file=None)
         pipes: list[Connection] = []
         for i in range(config.workers):
+            if stopping:  # a signal mid start-up: start no more
+                break
             receive, send = context.Pipe(duplex=False)
             own = worker_config
             if config.metrics_port:  # each worker its own metrics port: PORT + i
@@ -92,9 +97,13 @@ def run_workers(config: ServeConfig) -> int:
             send.close()
             workers.append(process)
             pipes.append(receive)
+            if stopping:  # the signal came while it started, before forward() could see it
+                os.kill(cast(int, process.pid), signal.SIGTERM)
+            log.info("worker %d of %d started: pid %d", i + 1, config.workers, process.pid)
         for worker, receive in zip(workers, pipes, strict=True):
-            wait([receive, worker.sentinel])
-            message = receive.recv() if receive.poll() else ("error", "a worker died starting up")
+            if stopping:
+                break
+            message = _first_word(worker, receive)
             if message[0] != "ready" and not stopping:
                 forward(signal.SIGTERM, None)
                 for other in workers:
@@ -102,18 +111,39 @@ def run_workers(config: ServeConfig) -> int:
                 raise UsageError(str(message[1]))
     if not stopping:  # a signal during start-up: the workers are stopping already
         announce(config, port)
+    return _wait_for(workers, forward, lambda: stopping)
+
+
+def _first_word(worker: multiprocessing.process.BaseProcess, receive: Connection) -> Message:
+    """What a starting worker reports: ("ready", port) or ("error", why)."""
+    wait([receive, worker.sentinel])
+    try:
+        if receive.poll():
+            return cast(Message, receive.recv())
+    except EOFError:  # poll() is true at end of file too: it closed the pipe without a word
+        pass
+    return ("error", "a worker died starting up")
+
+
+def _wait_for(
+    workers: list[multiprocessing.process.BaseProcess],
+    forward: Callable[[int, FrameType | None], None],
+    stopping: Callable[[], bool],
+) -> int:
+    """Wait until every worker has exited, stopping the rest if one fails; the exit code."""
     pending = {worker.sentinel: worker for worker in workers}
     failed = False
     while pending:
         for sentinel in wait(list(pending)):
             worker = pending.pop(cast(int, sentinel))
             worker.join()
-            if worker.exitcode != 0 and not stopping:
+            # Killed by our SIGTERM before it could catch it (still loading): stopped as asked.
+            clean = worker.exitcode == 0 or (stopping() and worker.exitcode == -signal.SIGTERM)
+            if not clean and not stopping():
                 log.error(
                     "worker %s exited with %s; stopping the others", worker.pid, worker.exitcode
                 )
-                failed = True
                 forward(signal.SIGTERM, None)
-            failed = failed or worker.exitcode != 0
+            failed = failed or not clean
     log.info("all %d workers stopped", len(workers))
     return 1 if failed else 0

@@ -65,6 +65,7 @@ def test_the_default_model_is_the_shipped_one() -> None:
         (["--device", "tpu"], "invalid choice: 'tpu'"),
         (["--max-batch", "0"], "--max-batch 0"),
         (["--workers", "0"], "--workers 0"),
+        (["--workers", "65"], "--workers 65: must be between 1 and 64"),
         (["--batch-window-us", "-5"], "--batch-window-us -5"),
         (["--lame-duck-s", "-1"], "--lame-duck-s -1.0: must be >= 0"),
         (["--port", "70000"], "--port 70000"),
@@ -183,6 +184,19 @@ def test_a_worker_that_cannot_start_is_one_line(tmp_path: Path) -> None:
     junk.write_text("hello")
     line = serve_and_fail("--model", str(junk), "--workers", "2")
     assert "cannot load" in line
+
+
+def test_a_signal_while_workers_start_stops_them_cleanly(model_path: Path) -> None:
+    with LocalServer(["--model", str(model_path), "--workers", "3"]) as server:
+        # The first worker has only just started: it is still loading when the signal comes,
+        # and the parent may not have started the others yet.
+        server.wait_for_line("worker 1 of 3 started")
+        assert server.stop() == 0, server.lines[-5:]
+    assert not any("Traceback" in line or "Error" in line for line in server.lines), server.lines
+    pids = [int(line.rsplit(" ", 1)[1]) for line in server.lines if " started: pid " in line]
+    assert 1 <= len(pids) <= 3
+    assert server.lines[-1].endswith(f"all {len(pids)} workers stopped")
+    assert not any(psutil.pid_exists(pid) for pid in pids)
 
 
 def test_workers_refuse_a_port_taken_by_a_plain_socket(model_path: Path) -> None:
