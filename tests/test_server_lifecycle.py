@@ -70,10 +70,36 @@ def test_the_default_model_is_the_shipped_one() -> None:
         (["--lame-duck-s", "-1"], "--lame-duck-s -1.0: must be >= 0"),
         (["--port", "70000"], "--port 70000"),
         (["--port", "eighty"], "invalid int value"),
+        (["--batch-window-us", "1000001"], "--batch-window-us 1000001: must be between 0 and"),
+        (["--idle-timeout-s", "3e6"], "--idle-timeout-s 3000000.0: must be between 0.1 and"),
+        (["--idle-timeout-s", "inf"], "--idle-timeout-s inf: must be between"),
+        (["--idle-timeout-s", "nan"], "--idle-timeout-s nan: must be between"),
+        (["--idle-timeout-s", "0.001"], "--idle-timeout-s 0.001: must be between 0.1"),
+        (["--max-message-bytes", "2147483648"], "must be at most 2147483647"),
+        (["--max-message-bytes", "2147483648", "--workers", "2"], "must be at most 2147483647"),
+        (["--watch-s", "0.000001"], "--watch-s 1e-06: must be 0 (no polling) or at least 0.01"),
+        (["--grace-s", "nan"], "--grace-s nan: must be >= 0"),
+        (["--metrics-port", "65535", "--workers", "2"], "ports up to 65536, beyond 65535"),
     ],
 )
 def test_bad_flags_are_one_line(model_path: Path, args: list[str], message: str) -> None:
     assert message in serve_and_fail("--model", str(model_path), *args)
+
+
+def test_the_largest_settings_serve(model_path: Path) -> None:
+    """Each bound of the flags is one gRPC and the proto still take."""
+    with start_server(
+        model_path,
+        "--batch-window-us", "1000000",
+        "--idle-timeout-s", "2147483",
+        "--max-message-bytes", "2147483647",
+        "--watch-s", "0.01",
+    ) as server:  # fmt: skip
+        assert server.target is not None
+        with PolicyClient(server.target) as client:
+            assert client.info().batching.window_us == 1_000_000
+            assert client.act(observations(2)).shape == (2, 1)
+        assert server.stop() == 0
 
 
 def test_bad_environment_variables_are_one_line(model_path: Path) -> None:
