@@ -164,8 +164,8 @@ class ServeConfig:
             ("--tls-client-ca", self.tls_client_ca),
             ("--auth-token-file", self.auth_token_file),
         ):
-            if path is not None and not path.is_file():
-                raise UsageError(f"{flag} {path}: no such file")
+            if path is not None:
+                _check_readable(flag, path)
         self._check_limits()
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise UsageError(f"--metrics-port {self.metrics_port}: must be between 0 and 65535")
@@ -204,6 +204,21 @@ class ServeConfig:
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+
+def _check_readable(flag: str, path: Path) -> None:
+    """A file flag's file: one this user can read, said in one line if not."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory")
+    if not path.exists():
+        raise UsageError(f"{flag} {path}: no such file")
+    if not path.is_file():  # a pipe or a device: opening it could block, reading it once empties it
+        raise UsageError(f"{flag} {path}: not a regular file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot read ({exc.strerror})") from None
 
 
 def address(host: str, port: int) -> str:
