@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -166,6 +167,8 @@ class ServeConfig:
         ):
             if path is not None:
                 _check_readable(flag, path)
+        if self.port_file is not None:
+            _check_port_file(self.port_file)
         self._check_limits()
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise UsageError(f"--metrics-port {self.metrics_port}: must be between 0 and 65535")
@@ -219,6 +222,22 @@ def _check_readable(flag: str, path: Path) -> None:
             pass
     except OSError as exc:
         raise UsageError(f"{flag} {path}: cannot read ({exc.strerror})") from None
+
+
+def _check_port_file(path: Path) -> None:
+    """--port-file is written once the port is open: refuse now what would fail then."""
+    if path.is_dir():
+        raise UsageError(f"--port-file {path}: is a directory")
+    parent = path.parent  # created if missing (swingup.atomic), under its nearest existing one
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"--port-file {path}: {parent} is not a directory")
+    try:  # a trial, as access() says yes to root even where nothing can be written (/proc)
+        with tempfile.TemporaryFile(dir=parent):  # unnamed (O_TMPFILE): nothing left behind
+            pass
+    except OSError as exc:
+        raise UsageError(f"--port-file {path}: cannot write in {parent} ({exc.strerror})") from None
 
 
 def address(host: str, port: int) -> str:

@@ -110,7 +110,12 @@ def run_workers(config: ServeConfig) -> int:
                     other.join()
                 raise UsageError(str(message[1]))
     if not stopping:  # a signal during start-up: the workers are stopping already
-        announce(config, port)
+        try:
+            announce(config, port)
+        except UsageError:
+            forward(signal.SIGTERM, None)
+            _wait_for(workers, forward, lambda: stopping)
+            raise
     return _wait_for(workers, forward, lambda: stopping)
 
 

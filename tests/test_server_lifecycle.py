@@ -113,10 +113,29 @@ def test_a_busy_port_is_one_line(model_path: Path, target: str) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in line
 
 
+@pytest.mark.parametrize(
+    ("port_file", "workers", "message"),
+    [
+        ("TMP", "1", "--port-file TMP: is a directory"),
+        ("TMP", "2", "--port-file TMP: is a directory"),
+        ("TMP/file/port", "1", "--port-file TMP/file/port: TMP/file is not a directory"),
+        # Root may write anywhere, but not there: only trying tells.
+        ("/proc/swingup-port", "1", "--port-file /proc/swingup-port: cannot write in /proc"),
+    ],
+)
+def test_a_port_file_that_cannot_be_written_is_refused_before_serving(
+    model_path: Path, tmp_path: Path, port_file: str, workers: str, message: str
+) -> None:
+    (tmp_path / "file").write_text("")
+    args = ["--port-file", port_file.replace("TMP", str(tmp_path)), "--workers", workers]
+    line = serve_and_fail("--model", str(model_path), *args)
+    assert message.replace("TMP", str(tmp_path)) in line
+
+
 def test_settings_come_from_environment_variables_and_the_port_file(
     model_path: Path, tmp_path: Path
 ) -> None:
-    port_file = tmp_path / "port"
+    port_file = tmp_path / "run" / "swingup" / "port"  # its directories are created
     env = {**os.environ, "SWINGUP_MAX_BATCH": "8", "SWINGUP_PORT_FILE": str(port_file)}
     with LocalServer(["--model", str(model_path)], env=env) as server:
         target = server.wait_listening()
