@@ -12,7 +12,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from collections.abc import Sequence
 
-from server import app, workers
+from server import app, ports, workers
 from server.config import ENV_PREFIX, ServeConfig
 from server.errors import ModelError
 from swingup.cli import UsageError, run
@@ -20,6 +20,8 @@ from swingup.cli import UsageError, run
 
 def serve(config: ServeConfig) -> int:
     config.check()
+    if config.workers == 1:  # --workers: the parent holds the port before the workers bind it
+        ports.check_bindable(config.host, config.port)
     app.setup_logging()
     try:
         app.starting(config)

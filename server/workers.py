@@ -5,20 +5,19 @@ SIGINT (as SIGTERM) and SIGHUP to them, and stops them all if one dies."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import multiprocessing
 import os
 import signal
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import cast
 
+from server import ports
 from server.app import announce, load_model, serve, setup_logging
-from server.config import ServeConfig, address
+from server.config import ServeConfig
 from server.errors import ModelError
 from swingup.cli import UsageError
 
@@ -47,19 +46,6 @@ def _worker(config: ServeConfig, ready: Connection) -> None:
         raise SystemExit(2) from None
 
 
-@contextlib.contextmanager
-def _reserved_port(host: str, port: int) -> Iterator[int]:
-    """Hold host:port (choosing one for port 0) with SO_REUSEPORT while the workers bind it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {address(host, port)}: {exc.strerror}") from None
-        yield int(sock.getsockname()[1])
-
-
 def run_workers(config: ServeConfig) -> int:
     """Start config.workers serving processes and wait for them; 0 if all drained cleanly
     (a signal during start-up included: workers it caught still loading count as drained)."""
@@ -82,7 +68,7 @@ def run_workers(config: ServeConfig) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGHUP, forward_hup)
-    with _reserved_port(config.host, config.port) as port:
+    with ports.reserved(config.host, config.port) as port:
         worker_config = dataclasses.replace(config, port=port, port_file=None)
         pipes: list[Connection] = []
         for i in range(config.workers):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,6 +34,7 @@ def serve_and_fail(*args: str, env: dict[str, str] | None = None) -> str:
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
+    assert not re.search(r"^[EWF]\d{4} ", result.stderr, re.MULTILINE), "a gRPC core log line"
     errors = [line for line in result.stderr.splitlines() if "swingup-serve: error:" in line]
     assert len(errors) == 1, result.stderr
     return errors[0]
@@ -110,7 +112,13 @@ def test_bad_environment_variables_are_one_line(model_path: Path) -> None:
 def test_a_busy_port_is_one_line(model_path: Path, target: str) -> None:
     port = target.rsplit(":", 1)[1]
     line = serve_and_fail("--model", str(model_path), "--port", port)
-    assert f"cannot listen on 127.0.0.1:{port}" in line
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in line
+
+
+def test_an_address_not_on_this_machine_is_one_line(model_path: Path) -> None:
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737), reserved for documentation: never a local address.
+    line = serve_and_fail("--model", str(model_path), "--host", "192.0.2.1")
+    assert "cannot listen on 192.0.2.1:0: Cannot assign requested address" in line
 
 
 @pytest.mark.parametrize(
