@@ -152,6 +152,8 @@ class ServeConfig:
             )
         if self.model is not None and not self.model.exists():
             raise UsageError(f"model file not found: {self.model}")
+        if self.model is not None and self.model.is_file():  # a directory: a model repository
+            _check_readable("--model", self.model)
         self._check_hardening()
 
     def _check_hardening(self) -> None:

@@ -231,12 +231,19 @@ def serve_and_fail(model_path: Path, *args: str) -> str:
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_an_unreadable_key_is_reported_as_such(model_path: Path, pki: Pki, tmp_path: Path) -> None:
+def test_an_unreadable_key_or_model_is_reported_as_such(
+    model_path: Path, pki: Pki, tmp_path: Path
+) -> None:
     key = tmp_path / "server.key"
     key.write_bytes(pki.server.key.read_bytes())
     key.chmod(0)
     line = serve_and_fail(model_path, "--tls-cert", str(pki.server.cert), "--tls-key", str(key))
     assert f"--tls-key {key}: cannot read (Permission denied)" in line
+    model = tmp_path / "model.onnx"
+    model.write_bytes(model_path.read_bytes())
+    model.chmod(0)
+    line = serve_and_fail(model, "--tls-cert", str(pki.server.cert), "--tls-key", str(key))
+    assert f"--model {model}: cannot read (Permission denied)" in line
 
 
 # --- tokens ------------------------------------------------------------------------------
