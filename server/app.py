@@ -103,7 +103,10 @@ def load_model(config: ServeConfig) -> Reloader:
 def announce(config: ServeConfig, port: int) -> None:
     """The parseable line tests and scripts wait for, and the optional port file."""
     if config.port_file is not None:
-        atomic.write_text(config.port_file, f"{port}\n")
+        try:  # config.check() refused the likely mistakes; this is what it cannot foresee
+            atomic.write_text(config.port_file, f"{port}\n")
+        except OSError as exc:
+            raise UsageError(f"--port-file {config.port_file}: {exc.strerror}") from None
     log.info(
         "listening on %s (max batch %d, %s, %d worker(s))",
         address(config.host, port),

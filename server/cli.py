@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
+# Before onnxruntime loads (server.app imports it): its telemetry would otherwise try to persist
+# a device id under $HOME and print a coloured warning at every start where it cannot (a user
+# without a writable home, a read-only root). The Dockerfile sets the same; an operator's own
+# setting wins. Worker processes inherit it.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from collections.abc import Sequence
 
-from server import app, workers
+from server import app, ports, workers
 from server.config import ENV_PREFIX, ServeConfig
 from server.errors import ModelError
 from swingup.cli import UsageError, run
@@ -12,6 +20,8 @@ from swingup.cli import UsageError, run
 
 def serve(config: ServeConfig) -> int:
     config.check()
+    if config.workers == 1:  # --workers: the parent holds the port before the workers bind it
+        ports.check_bindable(config.host, config.port)
     app.setup_logging()
     try:
         app.starting(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,19 @@ Device = Literal["auto", "cpu", "cuda"]
 # A request's observations travel as one protobuf message; this keeps the largest allowed batch
 # far below gRPC's default 4 MiB message limit (4096 x 3 float32 is 48 KiB).
 MAX_BATCH_LIMIT = 65_536
+# Each worker is a process with its own model session and onnxruntime threads, all sharing the
+# machine's cores: far beyond one per core more workers only add memory and contention.
+MAX_WORKERS = 64
+# A window is a delay every lone request pays; past a second it outlasts any sensible deadline
+# (and GetModelInfo reports it as a uint32).
+MAX_WINDOW_US = 1_000_000
+# gRPC takes message sizes, and the idle timeout in milliseconds, as C ints (int32).
+INT32_MAX = 2**31 - 1
+MAX_IDLE_TIMEOUT_S = INT32_MAX // 1000  # about 24.8 days
+# Below this a stream dies between two requests of a healthy client, and a TLS handshake fails.
+MIN_IDLE_TIMEOUT_S = 0.1
+# Each poll stats the model and token files: polled faster, the polling is the server's load.
+MIN_WATCH_S = 0.01
 
 
 @dataclass
@@ -40,14 +54,19 @@ class ServeConfig:
         0,
         "how long the batcher holds a request for others to join; 0 adds no delay to a lone "
         "caller and still coalesces requests that arrive together. asyncio's timers tick in "
-        "whole milliseconds, so any window from 1 to 1000 us holds a request about 1 ms",
+        "whole milliseconds, so any window from 1 to 1000 us holds a request about 1 ms. At "
+        f"most {MAX_WINDOW_US} (1 s): every lone request waits the window out",
     )
     batching: bool = option(
         True,
         "coalesce concurrent requests into one model call (--no-batching: every request runs "
         "alone, in arrival order; --max-batch still bounds a request)",
     )
-    workers: int = option(1, "server processes sharing the port via SO_REUSEPORT")
+    workers: int = option(
+        1,
+        f"server processes sharing the port via SO_REUSEPORT, at most {MAX_WORKERS}: each holds "
+        "its own model, and more processes than cores only add memory and contention",
+    )
     grace_s: float = option(
         10.0, "on SIGTERM/SIGINT, how long in-flight calls and streams may take to finish"
     )
@@ -72,12 +91,15 @@ class ServeConfig:
         "reread when the file changes",
     )
     max_message_bytes: int = option(
-        1 << 20, "largest request or response message, in bytes; must hold a --max-batch request"
+        1 << 20,
+        "largest request or response message, in bytes; must hold a --max-batch request, and "
+        f"at most {INT32_MAX} (gRPC's limit)",
     )
     idle_timeout_s: float = option(
         30.0,
         "a stream idle this long (no request, or a reply left unread) is ended; also bounds a "
-        "connection's TLS handshake and closes connections idle this long",
+        "connection's TLS handshake and closes connections idle this long. From "
+        f"{MIN_IDLE_TIMEOUT_S} to {MAX_IDLE_TIMEOUT_S} (gRPC takes it in int32 milliseconds)",
     )
     max_queue: int | None = option(
         None,
@@ -85,12 +107,14 @@ class ServeConfig:
         "at once (none: 4 x --max-batch)",
     )
     watch_s: float = option(
-        1.0, "how often to look for a new model version or token file (0: only on SIGHUP/admin)"
+        1.0,
+        "how often to look for a new model version or token file (0: only on SIGHUP/admin); "
+        f"at least {MIN_WATCH_S}, as each look reads the files",
     )
     metrics_port: int | None = option(
         None,
         "serve Prometheus metrics at http://HOST:PORT/metrics (0 picks a free port; worker i of "
-        "--workers uses PORT+i)",
+        "--workers uses PORT+i, so PORT+N-1 must be a port too)",
     )
 
     def model_path(self) -> Path:
@@ -104,10 +128,16 @@ class ServeConfig:
             raise UsageError(
                 f"--max-batch {self.max_batch}: must be between 1 and {MAX_BATCH_LIMIT}"
             )
-        if self.batch_window_us < 0:
-            raise UsageError(f"--batch-window-us {self.batch_window_us}: must be >= 0")
-        if self.workers < 1:
-            raise UsageError(f"--workers {self.workers}: must be >= 1")
+        if not 0 <= self.batch_window_us <= MAX_WINDOW_US:
+            raise UsageError(
+                f"--batch-window-us {self.batch_window_us}: must be between 0 and "
+                f"{MAX_WINDOW_US} (1 s): every lone request waits the window out"
+            )
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise UsageError(
+                f"--workers {self.workers}: must be between 1 and {MAX_WORKERS} (each worker is "
+                "a process with its own model; more than the cores only add memory and contention)"
+            )
         if not self.grace_s >= 0:
             raise UsageError(f"--grace-s {self.grace_s}: must be >= 0")
         if not self.lame_duck_s >= 0:
@@ -122,6 +152,8 @@ class ServeConfig:
             )
         if self.model is not None and not self.model.exists():
             raise UsageError(f"model file not found: {self.model}")
+        if self.model is not None and self.model.is_file():  # a directory: a model repository
+            _check_readable("--model", self.model)
         self._check_hardening()
 
     def _check_hardening(self) -> None:
@@ -135,28 +167,79 @@ class ServeConfig:
             ("--tls-client-ca", self.tls_client_ca),
             ("--auth-token-file", self.auth_token_file),
         ):
-            if path is not None and not path.is_file():
-                raise UsageError(f"{flag} {path}: no such file")
+            if path is not None:
+                _check_readable(flag, path)
+        if self.port_file is not None:
+            _check_port_file(self.port_file)
+        self._check_limits()
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise UsageError(f"--metrics-port {self.metrics_port}: must be between 0 and 65535")
+        if self.metrics_port and self.metrics_port + self.workers - 1 > 65535:
+            raise UsageError(
+                f"--metrics-port {self.metrics_port}: --workers {self.workers} would use ports "
+                f"up to {self.metrics_port + self.workers - 1}, beyond 65535"
+            )
+
+    def _check_limits(self) -> None:
         largest = self.max_batch * contract.OBS_DIM * 4 + 64  # packed floats and a few fields
         if self.max_message_bytes < largest:
             raise UsageError(
                 f"--max-message-bytes {self.max_message_bytes}: a request of --max-batch "
                 f"{self.max_batch} observations takes up to {largest} bytes"
             )
-        if not self.idle_timeout_s > 0:
-            raise UsageError(f"--idle-timeout-s {self.idle_timeout_s}: must be > 0")
+        if self.max_message_bytes > INT32_MAX:
+            raise UsageError(
+                f"--max-message-bytes {self.max_message_bytes}: must be at most {INT32_MAX} "
+                "(gRPC's limit)"
+            )
+        if not MIN_IDLE_TIMEOUT_S <= self.idle_timeout_s <= MAX_IDLE_TIMEOUT_S:  # and not nan
+            raise UsageError(
+                f"--idle-timeout-s {self.idle_timeout_s}: must be between {MIN_IDLE_TIMEOUT_S} "
+                f"and {MAX_IDLE_TIMEOUT_S} (gRPC takes it in int32 milliseconds, about 24.8 days)"
+            )
         if self.max_queue is not None and self.max_queue < self.max_batch:
             raise UsageError(
                 f"--max-queue {self.max_queue}: must be at least --max-batch {self.max_batch}"
             )
-        if not self.watch_s >= 0:
-            raise UsageError(f"--watch-s {self.watch_s}: must be >= 0")
-        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise UsageError(f"--metrics-port {self.metrics_port}: must be between 0 and 65535")
+        if not (self.watch_s == 0 or self.watch_s >= MIN_WATCH_S):  # and not nan
+            raise UsageError(
+                f"--watch-s {self.watch_s}: must be 0 (no polling) or at least {MIN_WATCH_S}"
+            )
 
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+
+def _check_readable(flag: str, path: Path) -> None:
+    """A file flag's file: one this user can read, said in one line if not."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory")
+    if not path.exists():
+        raise UsageError(f"{flag} {path}: no such file")
+    if not path.is_file():  # a pipe or a device: opening it could block, reading it once empties it
+        raise UsageError(f"{flag} {path}: not a regular file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot read ({exc.strerror})") from None
+
+
+def _check_port_file(path: Path) -> None:
+    """--port-file is written once the port is open: refuse now what would fail then."""
+    if path.is_dir():
+        raise UsageError(f"--port-file {path}: is a directory")
+    parent = path.parent  # created if missing (swingup.atomic), under its nearest existing one
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"--port-file {path}: {parent} is not a directory")
+    try:  # a trial, as access() says yes to root even where nothing can be written (/proc)
+        with tempfile.TemporaryFile(dir=parent):  # unnamed (O_TMPFILE): nothing left behind
+            pass
+    except OSError as exc:
+        raise UsageError(f"--port-file {path}: cannot write in {parent} ({exc.strerror})") from None
 
 
 def address(host: str, port: int) -> str:

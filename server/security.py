@@ -8,6 +8,7 @@ and timeouts so that a silent or slow peer cannot hold a connection or a stream 
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,6 +20,11 @@ from swingup.cli import UsageError
 # KEEPALIVE_TIMEOUT_MS: a peer that vanished without closing frees its connection.
 KEEPALIVE_MS = 60_000
 KEEPALIVE_TIMEOUT_MS = 20_000
+
+
+# PEM encryption, PKCS#8 and the traditional OpenSSL headers: such a key needs a pass phrase,
+# which OpenSSL would ask for on the terminal (or fail on without one, saying "Invalid argument").
+ENCRYPTED_MARKERS = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
 
 
 def channel_options(config: ServeConfig, reuse_port: bool) -> list[tuple[str, Any]]:
@@ -40,10 +46,16 @@ def server_credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
     """The port's TLS credentials (None: plaintext); a bad file is a one-line usage error."""
     if config.tls_cert is None or config.tls_key is None:
         return None
+    cert = _read("--tls-cert", config.tls_cert)
+    key = _read("--tls-key", config.tls_key)
+    if any(marker in key for marker in ENCRYPTED_MARKERS):
+        raise _encrypted(config.tls_key)
     # gRPC would accept unusable PEM here and fail every handshake later; ssl says why now.
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(config.tls_cert, config.tls_key)
+        context.load_cert_chain(config.tls_cert, config.tls_key, password=_no_password)
+    except _PasswordWanted:
+        raise _encrypted(config.tls_key) from None
     except (ssl.SSLError, OSError) as exc:
         raise UsageError(
             f"--tls-cert {config.tls_cert} / --tls-key {config.tls_key}: not a matching PEM "
@@ -51,15 +63,35 @@ def server_credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
         ) from None
     client_ca = None
     if config.tls_client_ca is not None:
+        client_ca = _read("--tls-client-ca", config.tls_client_ca)
         try:
             context.load_verify_locations(config.tls_client_ca)
         except (ssl.SSLError, OSError) as exc:
             raise UsageError(
                 f"--tls-client-ca {config.tls_client_ca}: not a PEM CA bundle ({exc})"
             ) from None
-        client_ca = config.tls_client_ca.read_bytes()
     return grpc.ssl_server_credentials(
-        [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
-        root_certificates=client_ca,
-        require_client_auth=client_ca is not None,
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
+
+
+class _PasswordWanted(Exception):
+    """OpenSSL asked for a pass phrase: the key is encrypted in a way the markers missed."""
+
+
+def _no_password() -> str:
+    raise _PasswordWanted  # never prompt: a server has no one at its terminal
+
+
+def _encrypted(key: Path) -> UsageError:
+    return UsageError(
+        f"--tls-key {key}: encrypted private keys are not supported: decrypt it, e.g. "
+        f"openssl pkey -in {key} -out {key}.plain"
+    )
+
+
+def _read(flag: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot read ({exc.strerror})") from None

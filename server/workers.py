@@ -5,24 +5,25 @@ SIGINT (as SIGTERM) and SIGHUP to them, and stops them all if one dies."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import multiprocessing
 import os
 import signal
-import socket
-from collections.abc import Iterator
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import cast
 
+from server import ports
 from server.app import announce, load_model, serve, setup_logging
-from server.config import ServeConfig, address
+from server.config import ServeConfig
 from server.errors import ModelError
 from swingup.cli import UsageError
 
 log = logging.getLogger("swingup.serve")
+
+Message = tuple[str, object]
 
 
 def _worker(config: ServeConfig, ready: Connection) -> None:
@@ -45,21 +46,9 @@ def _worker(config: ServeConfig, ready: Connection) -> None:
         raise SystemExit(2) from None
 
 
-@contextlib.contextmanager
-def _reserved_port(host: str, port: int) -> Iterator[int]:
-    """Hold host:port (choosing one for port 0) with SO_REUSEPORT while the workers bind it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {address(host, port)}: {exc.strerror}") from None
-        yield int(sock.getsockname()[1])
-
-
 def run_workers(config: ServeConfig) -> int:
-    """Start config.workers serving processes and wait for them; 0 if all drained cleanly."""
+    """Start config.workers serving processes and wait for them; 0 if all drained cleanly
+    (a signal during start-up included: workers it caught still loading count as drained)."""
     context = multiprocessing.get_context("spawn")
     workers: list[multiprocessing.process.BaseProcess] = []
     stopping = False
@@ -79,10 +68,12 @@ def run_workers(config: ServeConfig) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGHUP, forward_hup)
-    with _reserved_port(config.host, config.port) as port:
+    with ports.reserved(config.host, config.port) as port:
         worker_config = dataclasses.replace(config, port=port, port_file=None)
         pipes: list[Connection] = []
         for i in range(config.workers):
+            if stopping:  # a signal mid start-up: start no more
+                break
             receive, send = context.Pipe(duplex=False)
             own = worker_config
             if config.metrics_port:  # each worker its own metrics port: PORT + i
@@ -92,28 +83,58 @@ def run_workers(config: ServeConfig) -> int:
             send.close()
             workers.append(process)
             pipes.append(receive)
+            if stopping:  # the signal came while it started, before forward() could see it
+                os.kill(cast(int, process.pid), signal.SIGTERM)
+            log.info("worker %d of %d started: pid %d", i + 1, config.workers, process.pid)
         for worker, receive in zip(workers, pipes, strict=True):
-            wait([receive, worker.sentinel])
-            message = receive.recv() if receive.poll() else ("error", "a worker died starting up")
+            if stopping:
+                break
+            message = _first_word(worker, receive)
             if message[0] != "ready" and not stopping:
                 forward(signal.SIGTERM, None)
                 for other in workers:
                     other.join()
                 raise UsageError(str(message[1]))
     if not stopping:  # a signal during start-up: the workers are stopping already
-        announce(config, port)
+        try:
+            announce(config, port)
+        except UsageError:
+            forward(signal.SIGTERM, None)
+            _wait_for(workers, forward, lambda: stopping)
+            raise
+    return _wait_for(workers, forward, lambda: stopping)
+
+
+def _first_word(worker: multiprocessing.process.BaseProcess, receive: Connection) -> Message:
+    """What a starting worker reports: ("ready", port) or ("error", why)."""
+    wait([receive, worker.sentinel])
+    try:
+        if receive.poll():
+            return cast(Message, receive.recv())
+    except EOFError:  # poll() is true at end of file too: it closed the pipe without a word
+        pass
+    return ("error", "a worker died starting up")
+
+
+def _wait_for(
+    workers: list[multiprocessing.process.BaseProcess],
+    forward: Callable[[int, FrameType | None], None],
+    stopping: Callable[[], bool],
+) -> int:
+    """Wait until every worker has exited, stopping the rest if one fails; the exit code."""
     pending = {worker.sentinel: worker for worker in workers}
     failed = False
     while pending:
         for sentinel in wait(list(pending)):
             worker = pending.pop(cast(int, sentinel))
             worker.join()
-            if worker.exitcode != 0 and not stopping:
+            # Killed by our SIGTERM before it could catch it (still loading): stopped as asked.
+            clean = worker.exitcode == 0 or (stopping() and worker.exitcode == -signal.SIGTERM)
+            if not clean and not stopping():
                 log.error(
                     "worker %s exited with %s; stopping the others", worker.pid, worker.exitcode
                 )
-                failed = True
                 forward(signal.SIGTERM, None)
-            failed = failed or worker.exitcode != 0
+            failed = failed or not clean
     log.info("all %d workers stopped", len(workers))
     return 1 if failed else 0

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,6 +34,7 @@ def serve_and_fail(*args: str, env: dict[str, str] | None = None) -> str:
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
+    assert not re.search(r"^[EWF]\d{4} ", result.stderr, re.MULTILINE), "a gRPC core log line"
     errors = [line for line in result.stderr.splitlines() if "swingup-serve: error:" in line]
     assert len(errors) == 1, result.stderr
     return errors[0]
@@ -65,14 +67,41 @@ def test_the_default_model_is_the_shipped_one() -> None:
         (["--device", "tpu"], "invalid choice: 'tpu'"),
         (["--max-batch", "0"], "--max-batch 0"),
         (["--workers", "0"], "--workers 0"),
+        (["--workers", "65"], "--workers 65: must be between 1 and 64"),
         (["--batch-window-us", "-5"], "--batch-window-us -5"),
         (["--lame-duck-s", "-1"], "--lame-duck-s -1.0: must be >= 0"),
         (["--port", "70000"], "--port 70000"),
         (["--port", "eighty"], "invalid int value"),
+        (["--batch-window-us", "1000001"], "--batch-window-us 1000001: must be between 0 and"),
+        (["--idle-timeout-s", "3e6"], "--idle-timeout-s 3000000.0: must be between 0.1 and"),
+        (["--idle-timeout-s", "inf"], "--idle-timeout-s inf: must be between"),
+        (["--idle-timeout-s", "nan"], "--idle-timeout-s nan: must be between"),
+        (["--idle-timeout-s", "0.001"], "--idle-timeout-s 0.001: must be between 0.1"),
+        (["--max-message-bytes", "2147483648"], "must be at most 2147483647"),
+        (["--max-message-bytes", "2147483648", "--workers", "2"], "must be at most 2147483647"),
+        (["--watch-s", "0.000001"], "--watch-s 1e-06: must be 0 (no polling) or at least 0.01"),
+        (["--grace-s", "nan"], "--grace-s nan: must be >= 0"),
+        (["--metrics-port", "65535", "--workers", "2"], "ports up to 65536, beyond 65535"),
     ],
 )
 def test_bad_flags_are_one_line(model_path: Path, args: list[str], message: str) -> None:
     assert message in serve_and_fail("--model", str(model_path), *args)
+
+
+def test_the_largest_settings_serve(model_path: Path) -> None:
+    """Each bound of the flags is one gRPC and the proto still take."""
+    with start_server(
+        model_path,
+        "--batch-window-us", "1000000",
+        "--idle-timeout-s", "2147483",
+        "--max-message-bytes", "2147483647",
+        "--watch-s", "0.01",
+    ) as server:  # fmt: skip
+        assert server.target is not None
+        with PolicyClient(server.target) as client:
+            assert client.info().batching.window_us == 1_000_000
+            assert client.act(observations(2)).shape == (2, 1)
+        assert server.stop() == 0
 
 
 def test_bad_environment_variables_are_one_line(model_path: Path) -> None:
@@ -83,13 +112,38 @@ def test_bad_environment_variables_are_one_line(model_path: Path) -> None:
 def test_a_busy_port_is_one_line(model_path: Path, target: str) -> None:
     port = target.rsplit(":", 1)[1]
     line = serve_and_fail("--model", str(model_path), "--port", port)
-    assert f"cannot listen on 127.0.0.1:{port}" in line
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in line
+
+
+def test_an_address_not_on_this_machine_is_one_line(model_path: Path) -> None:
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737), reserved for documentation: never a local address.
+    line = serve_and_fail("--model", str(model_path), "--host", "192.0.2.1")
+    assert "cannot listen on 192.0.2.1:0: Cannot assign requested address" in line
+
+
+@pytest.mark.parametrize(
+    ("port_file", "workers", "message"),
+    [
+        ("TMP", "1", "--port-file TMP: is a directory"),
+        ("TMP", "2", "--port-file TMP: is a directory"),
+        ("TMP/file/port", "1", "--port-file TMP/file/port: TMP/file is not a directory"),
+        # Root may write anywhere, but not there: only trying tells.
+        ("/proc/swingup-port", "1", "--port-file /proc/swingup-port: cannot write in /proc"),
+    ],
+)
+def test_a_port_file_that_cannot_be_written_is_refused_before_serving(
+    model_path: Path, tmp_path: Path, port_file: str, workers: str, message: str
+) -> None:
+    (tmp_path / "file").write_text("")
+    args = ["--port-file", port_file.replace("TMP", str(tmp_path)), "--workers", workers]
+    line = serve_and_fail("--model", str(model_path), *args)
+    assert message.replace("TMP", str(tmp_path)) in line
 
 
 def test_settings_come_from_environment_variables_and_the_port_file(
     model_path: Path, tmp_path: Path
 ) -> None:
-    port_file = tmp_path / "port"
+    port_file = tmp_path / "run" / "swingup" / "port"  # its directories are created
     env = {**os.environ, "SWINGUP_MAX_BATCH": "8", "SWINGUP_PORT_FILE": str(port_file)}
     with LocalServer(["--model", str(model_path)], env=env) as server:
         target = server.wait_listening()
@@ -185,6 +239,19 @@ def test_a_worker_that_cannot_start_is_one_line(tmp_path: Path) -> None:
     assert "cannot load" in line
 
 
+def test_a_signal_while_workers_start_stops_them_cleanly(model_path: Path) -> None:
+    with LocalServer(["--model", str(model_path), "--workers", "3"]) as server:
+        # The first worker has only just started: it is still loading when the signal comes,
+        # and the parent may not have started the others yet.
+        server.wait_for_line("worker 1 of 3 started")
+        assert server.stop() == 0, server.lines[-5:]
+    assert not any("Traceback" in line or "Error" in line for line in server.lines), server.lines
+    pids = [int(line.rsplit(" ", 1)[1]) for line in server.lines if " started: pid " in line]
+    assert 1 <= len(pids) <= 3
+    assert server.lines[-1].endswith(f"all {len(pids)} workers stopped")
+    assert not any(psutil.pid_exists(pid) for pid in pids)
+
+
 def test_workers_refuse_a_port_taken_by_a_plain_socket(model_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -192,3 +259,19 @@ def test_workers_refuse_a_port_taken_by_a_plain_socket(model_path: Path) -> None
         port = str(taken.getsockname()[1])
         line = serve_and_fail("--model", str(model_path), "--workers", "2", "--port", port)
     assert f"cannot listen on 127.0.0.1:{port}" in line
+
+
+@pytest.mark.parametrize("disable", [None, "0"])
+def test_onnxruntime_telemetry_is_off_unless_the_operator_turns_it_on(
+    model_path: Path, disable: str | None
+) -> None:
+    # A home it cannot write (even as root) is what makes onnxruntime's telemetry warn.
+    env = {**os.environ, "HOME": "/dev/null/home"}
+    env.pop("ORT_DISABLE_TELEMETRY", None)
+    if disable is not None:
+        env["ORT_DISABLE_TELEMETRY"] = disable
+    with LocalServer(["--model", str(model_path)], env=env) as server:
+        server.wait_listening()
+        assert server.stop() == 0
+    warned = any("telemetry" in line for line in server.lines)
+    assert warned == (disable == "0"), server.lines

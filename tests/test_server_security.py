@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from certs import Authority, Pair
+from cryptography.hazmat.primitives import serialization
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from support import observations, start_server
 
@@ -170,6 +171,15 @@ def test_mutual_tls_admits_only_clients_the_ca_signed(model_path: Path, pki: Pki
         (["--max-batch", "4096", "--max-message-bytes", "1000"], "--max-message-bytes 1000"),
         (["--max-batch", "64", "--max-queue", "10"], "--max-queue 10"),
         (["--idle-timeout-s", "0"], "--idle-timeout-s 0"),
+        (["--tls-cert", "DIR", "--tls-key", "KEY"], "--tls-cert DIR: is a directory"),
+        (["--tls-cert", "CERT", "--tls-key", "DIR"], "--tls-key DIR: is a directory"),
+        (["--auth-token-file", "DIR"], "--auth-token-file DIR: is a directory"),
+        (
+            ["--tls-cert", "CERT", "--tls-key", "KEY", "--tls-client-ca", "DIR"],
+            "--tls-client-ca DIR: is a directory",
+        ),
+        (["--tls-cert", "CERT", "--tls-key", "PKCS8_ENCRYPTED"], "encrypted private keys are not"),
+        (["--tls-cert", "CERT", "--tls-key", "PEM_ENCRYPTED"], "encrypted private keys are not"),
     ],
 )
 def test_bad_security_settings_are_one_line(
@@ -186,18 +196,58 @@ def test_bad_security_settings_are_one_line(
         "OTHER_KEY": pki.client.key,
         "MISSING": tmp_path / "missing",
         "EMPTY": empty,
+        "DIR": tmp_path,
+        "KEY": pki.server.key,
     }
+    names.update(encrypted_keys(pki.server.key, tmp_path))
     args = [str(names.get(flag, flag)) for flag in flags]
+    assert message.replace("DIR", str(tmp_path)) in serve_and_fail(model_path, *args)
+
+
+def encrypted_keys(key: Path, directory: Path) -> dict[str, Path]:
+    """`key` encrypted as PKCS#8 and as traditional OpenSSL PEM (a Proc-Type header)."""
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    keys = {}
+    for name, form in (
+        ("PKCS8_ENCRYPTED", serialization.PrivateFormat.PKCS8),
+        ("PEM_ENCRYPTED", serialization.PrivateFormat.TraditionalOpenSSL),
+    ):
+        keys[name] = directory / f"{name.lower()}.key"
+        encryption = serialization.BestAvailableEncryption(b"pass phrase")
+        keys[name].write_bytes(private.private_bytes(serialization.Encoding.PEM, form, encryption))
+    return keys
+
+
+def serve_and_fail(model_path: Path, *args: str) -> str:
+    """`python -m server` exiting 2 with one error line (stdin closed: it must never prompt)."""
     result = subprocess.run(
         [sys.executable, "-m", "server", "--port", "0", "--model", str(model_path), *args],
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if "swingup-serve: error:" in line]
-    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert len(errors) == 1, result.stderr
     assert "Traceback" not in result.stderr
+    return errors[0]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_key_or_model_is_reported_as_such(
+    model_path: Path, pki: Pki, tmp_path: Path
+) -> None:
+    key = tmp_path / "server.key"
+    key.write_bytes(pki.server.key.read_bytes())
+    key.chmod(0)
+    line = serve_and_fail(model_path, "--tls-cert", str(pki.server.cert), "--tls-key", str(key))
+    assert f"--tls-key {key}: cannot read (Permission denied)" in line
+    model = tmp_path / "model.onnx"
+    model.write_bytes(model_path.read_bytes())
+    model.chmod(0)
+    line = serve_and_fail(model, "--tls-cert", str(pki.server.cert), "--tls-key", str(key))
+    assert f"--model {model}: cannot read (Permission denied)" in line
 
 
 # --- tokens ------------------------------------------------------------------------------
