@@ -161,16 +161,17 @@ async def serve(
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
     loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader, tokens, background)
-    on_ready(port)
+    try:
+        on_ready(port)
+    except BaseException:  # the port file could not be written: stop what has started
+        await server.stop(None)
+        _stop_the_rest(background, batcher, stop_metrics)
+        raise
     await stop.wait()
     if config.lame_duck_s > 0:
         await _lame_duck(config.lame_duck_s, health_servicer, in_flight, leaving, stop, received)
     await _drain(config, server, health_servicer, in_flight, received[0])
-    for task in background:
-        task.cancel()
-    batcher.close()
-    if stop_metrics is not None:
-        stop_metrics()
+    _stop_the_rest(background, batcher, stop_metrics)
     log.info(
         "stopped after %d model calls for %d observations (%d of %d accepted requests answered)",
         batcher.calls,
@@ -178,6 +179,19 @@ async def serve(
         plane.answered,
         plane.accepted,
     )
+
+
+def _stop_the_rest(
+    background: set[asyncio.Task[None]],
+    batcher: Batcher,
+    stop_metrics: Callable[[], None] | None,
+) -> None:
+    """What runs beside the gRPC server: the pollers, the model thread, /metrics."""
+    for task in background:
+        task.cancel()
+    batcher.close()
+    if stop_metrics is not None:
+        stop_metrics()
 
 
 def _interceptors(
