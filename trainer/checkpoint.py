@@ -8,8 +8,6 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from swingup import atomic
 
 FORMAT = "swingup-a2c-checkpoint"
@@ -27,11 +25,15 @@ def checkpoint_path(run_dir: Path, frames: int) -> Path:
 
 def save(path: Path, state: dict[str, Any]) -> None:
     """Write `state` atomically: a crash leaves the previous checkpoints intact."""
+    import torch  # here, not at the top: the CLI's --help and usage errors stay fast
+
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
     atomic.write_with(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load(path: Path) -> dict[str, Any]:
+    import torch
+
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-import re
 import sys
-import time
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-import swingup
-from swingup import atomic
-from swingup.cli import EXIT_INTERRUPTED, Handler, UsageError, run
-from swingup.episodes import run_episodes
-from trainer import checkpoint
-from trainer.config import EvaluateConfig, ExportConfig, Hyperparams, TrainConfig
-from trainer.onnx_graph import ExportError, ExportResult
+# Ctrl-C while the program is still importing is an interrupt like any other, not a traceback.
+try:
+    import dataclasses
+    import json
+    import re
+    import shutil
+    import time
+    from collections.abc import Sequence
+    from pathlib import Path
+    from typing import TYPE_CHECKING, Any
+
+    import swingup
+    from swingup import atomic
+    from swingup.cli import EXIT_INTERRUPTED, Handler, UsageError, run
+    from trainer import checkpoint
+    from trainer.config import EvaluateConfig, ExportConfig, Hyperparams, TrainConfig, problems
+except KeyboardInterrupt:
+    print("swingup-train: interrupted", file=sys.stderr)
+    raise SystemExit(130) from None
+
+# Only light modules above: torch, onnxruntime and gymnasium take over a second to import, so the
+# commands import them when they run, and --help and usage errors answer at once.
+if TYPE_CHECKING:
+    from trainer.onnx_graph import ExportResult
 
 CONFIG_FILE = "config.json"
 EVAL_FILE = "eval.json"
@@ -32,55 +41,86 @@ def emit_json(payload: dict[str, Any]) -> None:
 # -- train -------------------------------------------------------------------------------------
 
 
-def problems(hp: Hyperparams) -> list[str]:
-    """Hyperparameter values no run can use."""
-    found = []
-    for name in ("frames", "num_envs", "n_steps", "hidden", "layers", "eval_episodes"):
-        if getattr(hp, name) <= 0:
-            found.append(f"--{name.replace('_', '-')} must be positive, got {getattr(hp, name)}")
-    for name in ("actor_lr", "critic_lr", "reward_scale"):
-        value = getattr(hp, name)
-        if not (math.isfinite(value) and value > 0):
-            found.append(f"--{name.replace('_', '-')} must be a positive number, got {value}")
-    if not 0.0 < hp.gamma <= 1.0:
-        found.append(f"--gamma must be in (0, 1], got {hp.gamma}")
-    if not 0.0 <= hp.gae_lambda <= 1.0:
-        found.append(f"--gae-lambda must be in [0, 1], got {hp.gae_lambda}")
-    for name in (
-        "log_interval",
-        "checkpoint_interval",
-        "eval_interval",
-        "max_grad_norm",
-        "min_std",
-        "init_std",
-    ):
-        if getattr(hp, name) < 0:
-            found.append(f"--{name.replace('_', '-')} must not be negative")
-    return found
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """What `train` will do: a new run (`record` is its config.json) or a resumed one."""
+
+    hp: Hyperparams
+    run_dir: Path
+    preset: str
+    resume_from: Path | None = None
+    record: dict[str, Any] | None = None
 
 
-def _new_run(cfg: TrainConfig) -> tuple[Hyperparams, Path, str]:
+# A run directory that holds only these, and no checkpoint, is a run that stopped before its
+# first checkpoint (kill -9 while starting): nothing in it can be resumed, so --out may reuse it.
+UNSTARTED_ENTRIES = {CONFIG_FILE, "tb"}
+
+
+def _new_run(cfg: TrainConfig) -> RunPlan:
+    """Check everything before anything is written: a mistake leaves no directory behind."""
     hp = cfg.resolve()
     found = problems(hp)
     if found:
         raise UsageError(found[0])
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(cfg.out or f"runs/{cfg.preset}-{hp.seed}-{stamp}")
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    run_dir = Path(cfg.out or f"runs/{cfg.preset_name}-{hp.seed}-{stamp}")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {run_dir} is a file; name a new or empty directory")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not _unstarted(run_dir):
         raise UsageError(
             f"{run_dir} is not empty (it may hold another run); choose another --out or --resume it"
         )
     record = {
-        "preset": cfg.preset,
+        "preset": cfg.preset_name,
         "hyperparams": hp.to_dict(),
         "swingup_version": swingup.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    atomic.write_text(run_dir / CONFIG_FILE, json.dumps(record, indent=2) + "\n")
-    return hp, run_dir, cfg.preset
+    return RunPlan(hp, run_dir, cfg.preset_name, record=record)
 
 
-def _resumed_run(cfg: TrainConfig) -> tuple[Hyperparams, Path, str, Path]:
+def _unstarted(run_dir: Path) -> bool:
+    """Whether `run_dir` holds our config.json (and TensorBoard events) but no checkpoint."""
+    if not {p.name for p in run_dir.iterdir()} <= UNSTARTED_ENTRIES:
+        return False
+    try:
+        return "hyperparams" in json.loads((run_dir / CONFIG_FILE).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _start_run(plan: RunPlan) -> None:
+    """Create the run directory and its config.json; a path that cannot hold it is a usage
+    error naming --out (not the temporary file the write failed on)."""
+    try:
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(plan.run_dir / "tb", ignore_errors=True)  # an unstarted run's events
+        atomic.write_text(plan.run_dir / CONFIG_FILE, json.dumps(plan.record, indent=2) + "\n")
+    except OSError as exc:
+        raise UsageError(f"--out {plan.run_dir}: cannot write a run there ({_why(exc)})") from None
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _discard_unstarted(run_dir: Path, existed: bool) -> None:
+    """Remove what a new run wrote before its first checkpoint: without one it cannot be
+    resumed, and left behind it would block --out. A directory given empty is kept empty."""
+    if checkpoint.list_checkpoints(run_dir):
+        return
+    if not existed:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for entry in run_dir.iterdir() if run_dir.is_dir() else []:
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _resumed_run(cfg: TrainConfig) -> RunPlan:
     run_dir = Path(str(cfg.resume))
     if cfg.out is not None:
         raise UsageError(
@@ -107,17 +147,26 @@ def _resumed_run(cfg: TrainConfig) -> tuple[Hyperparams, Path, str, Path]:
         checkpoint.load(latest)
     except checkpoint.CheckpointError as exc:
         raise UsageError(str(exc)) from None
-    return hp, run_dir, str(record.get("preset", "custom")), latest
+    return RunPlan(hp, run_dir, str(record.get("preset", "custom")), resume_from=latest)
 
 
 def train(cfg: TrainConfig) -> int:
+    if cfg.resume is not None:
+        return _train(cfg, _resumed_run(cfg))
+    plan = _new_run(cfg)
+    existed = plan.run_dir.is_dir()
+    try:
+        _start_run(plan)
+        return _train(cfg, plan)
+    except BaseException:  # an error or Ctrl-C before the first checkpoint: leave no dead end
+        _discard_unstarted(plan.run_dir, existed)
+        raise
+
+
+def _train(cfg: TrainConfig, plan: RunPlan) -> int:
     from trainer.loop import Interrupted, Trainer
 
-    if cfg.resume is not None:
-        hp, run_dir, preset, resume_from = _resumed_run(cfg)
-    else:
-        hp, run_dir, preset = _new_run(cfg)
-        resume_from = None
+    hp, run_dir, preset, resume_from = plan.hp, plan.run_dir, plan.preset, plan.resume_from
     bar = _progress_bar(cfg.progress, hp.frames)
     trainer = Trainer(
         hp,
@@ -227,6 +276,7 @@ def _progress_bar(enabled: bool, total: int) -> _Bar | None:
 
 
 def evaluate(cfg: EvaluateConfig) -> int:
+    from swingup.episodes import run_episodes
     from trainer.policies import as_policy, load_mean_std
 
     if cfg.episodes <= 0:
@@ -262,6 +312,7 @@ def evaluate(cfg: EvaluateConfig) -> int:
 
 def export(cfg: ExportConfig) -> int:
     from trainer.export import export as export_model
+    from trainer.onnx_graph import ExportError
 
     out = Path(cfg.out) if cfg.out else None
     if out is not None and out.is_dir():
@@ -316,7 +367,23 @@ COMMANDS: dict[str, tuple[type, Handler, str]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run("swingup-train", __doc__ or "", COMMANDS, argv)
+    # run() reports an interrupt inside a command; this catches one while parsing the flags.
+    try:
+        return run("swingup-train", __doc__ or "", COMMANDS, argv)
+    except KeyboardInterrupt:
+        print("swingup-train: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        _forget_unhandled_interrupt()
+
+
+def _forget_unhandled_interrupt() -> None:
+    """CPython ends the process by SIGINT, whatever main() returns, once a KeyboardInterrupt has
+    left code run through PyRun_String (pybind11 runs some while torch imports: Ctrl-C there
+    would exit -2, not 130). A PyRun_String call that succeeds clears that mark."""
+    import ctypes
+
+    ctypes.pythonapi.PyRun_SimpleString(b"pass")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ change, and config.json records the resolved result.
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -72,14 +75,121 @@ class Hyperparams:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Hyperparams:
+        """Rebuild from `to_dict()`'s output (a config.json, a checkpoint); ValueError names the
+        first key that is missing, unknown or of the wrong type."""
         names = {f.name for f in dataclasses.fields(Hyperparams)}
         unknown = set(data) - names
         missing = names - set(data)
         if unknown or missing:
             raise ValueError(f"unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+        for name, tp in typing.get_type_hints(Hyperparams).items():
+            if not _has_type(data[name], tp):
+                raise ValueError(f"{name} is {data[name]!r}, not a {_type_name(tp)}")
         return Hyperparams(**data)
 
 
+def _has_type(value: object, tp: Any) -> bool:
+    if typing.get_origin(tp) is Literal:
+        return value in typing.get_args(tp)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    # JSON writes 1.0 as 1.0 but a hand-edited file may say 1.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    return str(tp.__name__)
+
+
+# Bounds beyond which a run cannot be meant: a pendulum's policy does not need a wider network,
+# and the numbers past them fail inside torch or numpy with a traceback instead of a message.
+MAX_FRAMES = 10**12
+MAX_SEED = 2**32 - 1  # numpy's and gymnasium's seeds are 32-bit
+MAX_WIDTH = 4096
+MAX_LAYERS = 8
+MAX_ENVS = 1024
+MAX_STEPS = 10_000
+MAX_EPISODES = 100_000
+
+# (lowest, highest) of each integer hyperparameter.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "frames": (1, MAX_FRAMES),
+    "seed": (0, MAX_SEED),
+    "num_envs": (1, MAX_ENVS),
+    "n_steps": (1, MAX_STEPS),
+    "lr_decay_frames": (0, MAX_FRAMES),
+    "critic_hidden": (0, MAX_WIDTH),
+    "critic_layers": (0, MAX_LAYERS),
+    "hidden": (1, MAX_WIDTH),
+    "layers": (1, MAX_LAYERS),
+    "log_interval": (0, MAX_FRAMES),
+    "checkpoint_interval": (0, MAX_FRAMES),
+    "eval_interval": (0, MAX_FRAMES),
+    "eval_episodes": (1, MAX_EPISODES),
+}
+_POSITIVE = ("a positive number", lambda v: v > 0)
+_NOT_NEGATIVE = ("a number >= 0", lambda v: v >= 0)
+_FRACTION = ("a number in [0, 1]", lambda v: 0 <= v <= 1)
+# What each float hyperparameter must be (every one must also be finite).
+FLOAT_RULES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "gamma": ("a number in (0, 1]", lambda v: 0 < v <= 1),
+    "gae_lambda": _FRACTION,
+    "actor_lr": _POSITIVE,
+    "critic_lr": _POSITIVE,
+    "lr_end_scale": _FRACTION,
+    "adam_eps": _POSITIVE,
+    "std_lr_scale": _NOT_NEGATIVE,
+    "entropy_weight": _NOT_NEGATIVE,
+    "min_std": _NOT_NEGATIVE,
+    "init_std": _NOT_NEGATIVE,
+    "max_grad_norm": _NOT_NEGATIVE,
+    "reward_scale": _POSITIVE,
+}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def problems(hp: Hyperparams) -> list[str]:
+    """Each value no run can use, as a message naming its flag and the value."""
+    found = []
+    for name, (low, high) in INT_RANGES.items():
+        value = getattr(hp, name)
+        if not low <= value <= high:
+            what = f"positive and at most {high}" if low == 1 else f"an integer in {low}..{high}"
+            found.append(f"{flag(name)} must be {what}, got {value}")
+    for name, (what, ok) in FLOAT_RULES.items():
+        value = getattr(hp, name)
+        if not (math.isfinite(value) and ok(value)):
+            found.append(f"{flag(name)} must be {what}, got {value}")
+    if not found and (reason := init_std_problem(hp)):
+        found.append(reason)
+    return found
+
+
+def init_std_problem(hp: Hyperparams) -> str:
+    """The std head cannot start at init_std unless it lies above the head's floor."""
+    if hp.init_std == 0:
+        return ""  # the notebook's init
+    if hp.std_param == "softplus" and hp.init_std <= hp.min_std:
+        return (
+            f"--init-std {hp.init_std} is not reachable with --std-param softplus: it must "
+            f"exceed --min-std ({hp.min_std}), or be 0 for the notebook's init"
+        )
+    if hp.std_param == "exp_softplus" and hp.init_std <= 1:
+        return (
+            f"--init-std {hp.init_std} is not reachable with --std-param exp_softplus: "
+            "exp(softplus(x)) exceeds 1, so it must too (or be 0 for the notebook's init)"
+        )
+    return ""
+
+
+DEFAULT_PRESET = "fast"
 PRESETS: dict[str, Hyperparams] = {
     # The notebook, exactly: one update per frame on a batch of one.
     "seed": Hyperparams(
@@ -164,7 +274,8 @@ PRESETS: dict[str, Hyperparams] = {
 class TrainConfig:
     """swingup-train train: every hyperparameter is a flag; unset flags take the preset's value."""
 
-    preset: Preset = option("fast", "fast (default, vectorised, tuned) or seed (the notebook)")
+    # None when not given, so that --resume can refuse it (a resumed run keeps its preset).
+    preset: Preset | None = option(None, "fast (default, vectorised, tuned) or seed (the notebook)")
     out: str | None = option(None, "run directory (default runs/<preset>-<seed>-<time>)")
     resume: str | None = option(None, "continue the run in this directory from its last checkpoint")
     json: bool = option(False, "print one JSON summary object on the last line of stdout")
@@ -193,7 +304,11 @@ class TrainConfig:
     critic_loss: CriticLoss | None = option(None, "critic loss")
     std_param: StdParam | None = option(None, "std head: exp(softplus(x)) or softplus(x)+min_std")
     min_std: float | None = option(None, "lower bound of the std with std-param softplus")
-    init_std: float | None = option(None, "initial policy std (0: the notebook's init)")
+    init_std: float | None = option(
+        None,
+        "initial policy std (0: the notebook's init); must exceed --min-std with std-param "
+        "softplus, and 1 with exp_softplus",
+    )
     hidden: int | None = option(None, "hidden units per layer")
     layers: int | None = option(None, "hidden layers")
     max_grad_norm: float | None = option(None, "gradient clipping norm (0: off)")
@@ -211,7 +326,11 @@ class TrainConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k in names and v is not None}
 
     def resolve(self) -> Hyperparams:
-        return dataclasses.replace(PRESETS[self.preset], **self.overrides())
+        return dataclasses.replace(PRESETS[self.preset_name], **self.overrides())
+
+    @property
+    def preset_name(self) -> str:
+        return self.preset or DEFAULT_PRESET
 
 
 @dataclass
