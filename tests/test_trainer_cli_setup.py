@@ -149,3 +149,29 @@ def test_help_and_usage_errors_do_not_import_torch(argv: list[str]) -> None:
         [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60
     )
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--resume", ""],
+        ["train", "--resume", "none"],
+        ["train", "--out", ""],
+        ["train", "--out", "None"],
+        ["evaluate", ""],
+        ["evaluate", "run", "--gif", ""],
+        ["export", "run", "--out", "none"],
+        ["export", "run", "--triton-repo", ""],
+    ],
+)
+def test_an_empty_or_none_path_given_explicitly_is_a_usage_error(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not None, the flag left out: `--resume ""` must not quietly start a new run."""
+    monkeypatch.chdir(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "trainer", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "expected a path" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # no run started

@@ -276,8 +276,10 @@ class TrainConfig:
 
     # None when not given, so that --resume can refuse it (a resumed run keeps its preset).
     preset: Preset | None = option(None, "fast (default, vectorised, tuned) or seed (the notebook)")
-    out: str | None = option(None, "run directory (default runs/<preset>-<seed>-<time>)")
-    resume: str | None = option(None, "continue the run in this directory from its last checkpoint")
+    out: str | None = option(None, "run directory (default runs/<preset>-<seed>-<time>)", path=True)
+    resume: str | None = option(
+        None, "continue the run in this directory from its last checkpoint", path=True
+    )
     json: bool = option(False, "print one JSON summary object on the last line of stdout")
     progress: bool = option(True, "show a progress bar on stderr")
     log_checkpoints: bool = option(False, "print a line on stderr for every checkpoint written")
@@ -338,12 +340,14 @@ class EvaluateConfig:
     """swingup-train evaluate: mean and std of the return over random-start episodes."""
 
     path: str = option(
-        help="a run directory, a checkpoint (.pt) or an exported model (.onnx)", positional=True
+        help="a run directory, a checkpoint (.pt) or an exported model (.onnx)",
+        positional=True,
+        path=True,
     )
     episodes: int = option(100, "random-start episodes")
     seed: int = option(1_000_000, "seed of the first episode's start state (episode i: seed + i)")
     sample: bool = option(False, "sample actions from the policy instead of its mean")
-    gif: str | None = option(None, "render the first episode to this GIF file")
+    gif: str | None = option(None, "render the first episode to this GIF file", path=True)
     json: bool = option(False, "print one JSON object on the last line of stdout")
 
 
@@ -351,10 +355,10 @@ class EvaluateConfig:
 class ExportConfig:
     """swingup-train export: the actor of a run or checkpoint as a checked ONNX model."""
 
-    source: str = option(help="a run directory or a checkpoint (.pt)", positional=True)
-    out: str | None = option(None, "output .onnx file (default: <run>/actor.onnx)")
+    source: str = option(help="a run directory or a checkpoint (.pt)", positional=True, path=True)
+    out: str | None = option(None, "output .onnx file (default: <run>/actor.onnx)", path=True)
     triton_repo: str | None = option(
-        None, "add the model as the next version in this Triton repository"
+        None, "add the model as the next version in this Triton repository", path=True
     )
     model_name: str = option(contract.MODEL_NAME, "the model's name in the Triton repository")
     json: bool = option(False, "print one JSON object on the last line of stdout")
