@@ -10,6 +10,7 @@ try:
     import json
     import re
     import shutil
+    import tempfile
     import time
     from collections.abc import Sequence
     from pathlib import Path
@@ -19,7 +20,14 @@ try:
     from swingup import atomic
     from swingup.cli import EXIT_INTERRUPTED, Handler, UsageError, run
     from trainer import checkpoint
-    from trainer.config import EvaluateConfig, ExportConfig, Hyperparams, TrainConfig, problems
+    from trainer.config import (
+        MAX_SEED,
+        EvaluateConfig,
+        ExportConfig,
+        Hyperparams,
+        TrainConfig,
+        problems,
+    )
 except KeyboardInterrupt:
     print("swingup-train: interrupted", file=sys.stderr)
     raise SystemExit(130) from None
@@ -31,6 +39,11 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "config.json"
 EVAL_FILE = "eval.json"
+EXIT_FAILED = 1
+
+
+class Failed(Exception):
+    """A runtime failure (the disk, not the user): one line on stderr, exit 1."""
 
 
 def emit_json(payload: dict[str, Any]) -> None:
@@ -105,6 +118,19 @@ def _why(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
+def check_can_write(path: Path, what: str) -> None:
+    """Fail before the work rather than after it: `path` must be a file that can be created
+    (its directory exists or can be made, and takes a new file)."""
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a directory; name a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot write there ({_why(exc)})") from None
+
+
 def _discard_unstarted(run_dir: Path, existed: bool) -> None:
     """Remove what a new run wrote before its first checkpoint: without one it cannot be
     resumed, and left behind it would block --out. A directory given empty is kept empty."""
@@ -121,38 +147,86 @@ def _discard_unstarted(run_dir: Path, existed: bool) -> None:
 
 
 def _resumed_run(cfg: TrainConfig) -> RunPlan:
+    """Check the run can go on as asked; `record` is its config.json with the new --frames."""
     run_dir = Path(str(cfg.resume))
     if cfg.out is not None:
         raise UsageError(
             "--out and --resume cannot be combined: --resume continues the run in place"
         )
-    extra = set(cfg.overrides()) - {"frames"}
+    extra = set(cfg.overrides()) - {"frames"} | ({"preset"} if cfg.preset is not None else set())
     if extra:
         raise UsageError(
             f"--resume keeps the run's settings; only --frames may change (got {sorted(extra)})"
         )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--resume takes a run directory; {run_dir} is a file")
+    record, hp = _read_config(run_dir)
     try:
-        record = json.loads((run_dir / CONFIG_FILE).read_text())
+        latest, state = checkpoint.load_latest(run_dir)
+    except checkpoint.CheckpointError as exc:
+        raise UsageError(str(exc)) from None
+    _check_agrees(run_dir / CONFIG_FILE, hp, latest, state)
+    if cfg.frames is not None:
+        hp = dataclasses.replace(hp, frames=cfg.frames)
+        found = problems(hp)
+        if found:
+            raise UsageError(found[0])
+    done = int(state["frames"])
+    if done >= hp.frames:
+        more = f"--frames {cfg.frames} adds none" if cfg.frames else f"it asked for {hp.frames}"
+        raise UsageError(
+            f"{run_dir} has already trained {done} frames ({more}); give --frames above {done} "
+            "to train on, or evaluate or export it"
+        )
+    _check_logs(run_dir)
+    record = {**record, "hyperparams": hp.to_dict()}
+    return RunPlan(hp, run_dir, str(record.get("preset", "custom")), latest, record)
+
+
+def _read_config(run_dir: Path) -> tuple[dict[str, Any], Hyperparams]:
+    path = run_dir / CONFIG_FILE
+    try:
+        record = json.loads(path.read_text())
         hp = Hyperparams.from_dict(record["hyperparams"])
     except FileNotFoundError:
         raise UsageError(f"{run_dir} is not a run directory (no {CONFIG_FILE})") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{run_dir / CONFIG_FILE} is damaged or foreign: {exc}") from None
-    if cfg.frames is not None:
-        hp = dataclasses.replace(hp, frames=cfg.frames)
-        if cfg.frames <= 0:
-            raise UsageError(f"--frames must be positive, got {cfg.frames}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} is damaged or foreign: {exc}") from None
+    found = problems(hp)
+    if found:
+        raise UsageError(f"{path} is damaged: {found[0]}")
+    return record, hp
+
+
+def _check_agrees(config: Path, hp: Hyperparams, latest: Path, state: dict[str, Any]) -> None:
+    """The checkpoint must be of the run config.json describes (all but the frame budget)."""
+    saved = state.get("hyperparams")
+    if not isinstance(saved, dict):
+        raise UsageError(f"{latest} records no hyperparameters")
+    for name, value in hp.to_dict().items():
+        if name != "frames" and saved.get(name) != value:
+            raise UsageError(
+                f"{config} and {latest} disagree on {name} ({value!r} against "
+                f"{saved.get(name)!r}): restore the run's config.json"
+            )
+
+
+def _check_logs(run_dir: Path) -> None:
+    from trainer.run_log import RunLogError, read_evals, read_metrics
+
     try:
-        latest = checkpoint.latest(run_dir)
-        checkpoint.load(latest)
-    except checkpoint.CheckpointError as exc:
-        raise UsageError(str(exc)) from None
-    return RunPlan(hp, run_dir, str(record.get("preset", "custom")), resume_from=latest)
+        read_metrics(run_dir)
+        read_evals(run_dir)
+    except RunLogError as exc:
+        raise UsageError(f"{exc}; fix or remove it to resume") from None
 
 
 def train(cfg: TrainConfig) -> int:
     if cfg.resume is not None:
-        return _train(cfg, _resumed_run(cfg))
+        plan = _resumed_run(cfg)
+        # config.json records what runs: a new --frames too (atomically, like every write).
+        atomic.write_text(plan.run_dir / CONFIG_FILE, json.dumps(plan.record, indent=2) + "\n")
+        return _train(cfg, plan)
     plan = _new_run(cfg)
     existed = plan.run_dir.is_dir()
     try:
@@ -168,14 +242,22 @@ def _train(cfg: TrainConfig, plan: RunPlan) -> int:
 
     hp, run_dir, preset, resume_from = plan.hp, plan.run_dir, plan.preset, plan.resume_from
     bar = _progress_bar(cfg.progress, hp.frames)
-    trainer = Trainer(
-        hp,
-        run_dir,
-        resume_from=resume_from,
-        preset=preset,
-        on_progress=bar.step if bar else None,
-        on_checkpoint=_print_checkpoint if cfg.log_checkpoints else None,
-    )
+    try:
+        trainer = Trainer(
+            hp,
+            run_dir,
+            resume_from=resume_from,
+            preset=preset,
+            on_progress=bar.step if bar else None,
+            on_checkpoint=_print_checkpoint if cfg.log_checkpoints else None,
+        )
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        if resume_from is None:
+            raise
+        # The checks above compare what they can; a checkpoint that still does not fit (its
+        # tensors' shapes, its environments' state) is named rather than shown as a traceback.
+        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise UsageError(f"{resume_from} does not fit {run_dir / CONFIG_FILE}: {reason}") from None
     if bar is not None:
         bar.start(trainer.state.frames)
     try:
@@ -276,16 +358,23 @@ def _progress_bar(enabled: bool, total: int) -> _Bar | None:
 
 
 def evaluate(cfg: EvaluateConfig) -> int:
+    if cfg.episodes <= 0:
+        raise UsageError(f"--episodes must be positive, got {cfg.episodes}")
+    if not 0 <= cfg.seed <= MAX_SEED - (cfg.episodes - 1):
+        raise UsageError(
+            f"--seed {cfg.seed}: episode seeds run from --seed to --seed + --episodes - 1, "
+            f"which must lie in 0..{MAX_SEED}"
+        )
+    gif = Path(cfg.gif) if cfg.gif else None
+    if gif is not None:
+        check_can_write(gif, "--gif")  # before the episodes, not after them
     from swingup.episodes import run_episodes
     from trainer.policies import as_policy, load_mean_std
 
-    if cfg.episodes <= 0:
-        raise UsageError(f"--episodes must be positive, got {cfg.episodes}")
     try:
         mean_std = load_mean_std(Path(cfg.path))
     except checkpoint.CheckpointError as exc:
         raise UsageError(str(exc)) from None
-    gif = Path(cfg.gif) if cfg.gif else None
     report = run_episodes(
         as_policy(mean_std, cfg.sample, cfg.seed), cfg.episodes, seed=cfg.seed, gif=gif
     )
@@ -311,25 +400,35 @@ def evaluate(cfg: EvaluateConfig) -> int:
 
 
 def export(cfg: ExportConfig) -> int:
-    from trainer.export import export as export_model
-    from trainer.onnx_graph import ExportError
-
+    source = Path(cfg.source)
+    if source.is_file() and source.suffix != ".pt":
+        raise UsageError(f"export takes a run directory or a .pt checkpoint, not {source}")
     out = Path(cfg.out) if cfg.out else None
     if out is not None and out.is_dir():
         raise UsageError(f"--out {out} is a directory; name the .onnx file")
     if cfg.triton_repo is not None and out is not None:
         raise UsageError("--out and --triton-repo cannot be combined")
-    if cfg.triton_repo is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.model_name):
-        raise UsageError(f"--model-name {cfg.model_name!r}: use letters, digits, '-', '_' and '.'")
+    if cfg.triton_repo is not None:
+        _check_triton_target(Path(cfg.triton_repo), cfg.model_name)
+    from trainer.export import default_output
+    from trainer.export import export as export_model
+    from trainer.onnx_graph import ExportError
+
+    if cfg.triton_repo is None:
+        check_can_write(out or default_output(source), "--out" if out else "the default output")
+
     try:
         if cfg.triton_repo is None:
-            result = export_model(Path(cfg.source), out)
+            result = export_model(source, out)
         else:
-            result = _export_to_triton(Path(cfg.source), Path(cfg.triton_repo), cfg.model_name)
+            result = _export_to_triton(source, Path(cfg.triton_repo), cfg.model_name)
     except checkpoint.CheckpointError as exc:
         raise UsageError(str(exc)) from None
     except ExportError as exc:
         raise UsageError(f"export failed, nothing written: {exc}") from None
+    except OSError as exc:  # the checks above passed, then the disk said no (full, removed)
+        where = out or cfg.triton_repo or default_output(source)
+        raise Failed(f"export failed, nothing written to {where}: {_why(exc)}") from None
     print(
         f"exported {result.path} (opset {result.opset}, "
         f"max |onnxruntime - torch| {result.max_abs_diff:.2e})"
@@ -346,10 +445,19 @@ def export(cfg: ExportConfig) -> int:
     return 0
 
 
+def _check_triton_target(repo: Path, name: str) -> None:
+    # The name is a directory inside the repository: "." or ".." would write outside the model's.
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
+        raise UsageError(
+            f"--model-name {name!r}: use letters, digits, '-', '_' and '.' (not '.' or '..')"
+        )
+    if repo.exists() and not repo.is_dir():
+        raise UsageError(f"--triton-repo {repo} is not a directory")
+    check_can_write(repo / name / "config.pbtxt", "--triton-repo")
+
+
 def _export_to_triton(source: Path, repo: Path, name: str) -> ExportResult:
     """Export and check beside the repository, then add the file as the model's next version."""
-    import tempfile
-
     from trainer.export import export as export_model
     from trainer.triton_repo import add_version
 
@@ -359,10 +467,35 @@ def _export_to_triton(source: Path, repo: Path, name: str) -> ExportResult:
     return dataclasses.replace(checked, path=path)
 
 
+def one_line_failures(handler: Handler) -> Handler:
+    """`Failed` is a runtime failure, not a mistake: one line, exit 1."""
+
+    def run_handler(cfg: Any) -> int:
+        try:
+            return handler(cfg)
+        except Failed as exc:
+            print(f"swingup-train: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+
+    return run_handler
+
+
 COMMANDS: dict[str, tuple[type, Handler, str]] = {
-    "train": (TrainConfig, train, "train an A2C actor and critic on Pendulum-v1"),
-    "evaluate": (EvaluateConfig, evaluate, "mean and std of the return over random-start episodes"),
-    "export": (ExportConfig, export, "export a run's actor to a checked ONNX model"),
+    "train": (
+        TrainConfig,
+        one_line_failures(train),
+        "train an A2C actor and critic on Pendulum-v1",
+    ),
+    "evaluate": (
+        EvaluateConfig,
+        one_line_failures(evaluate),
+        "mean and std of the return over random-start episodes",
+    ),
+    "export": (
+        ExportConfig,
+        one_line_failures(export),
+        "export a run's actor to a checked ONNX model",
+    ),
 }
 
 

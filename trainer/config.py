@@ -84,7 +84,7 @@ class Hyperparams:
             raise ValueError(f"unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
         for name, tp in typing.get_type_hints(Hyperparams).items():
             if not _has_type(data[name], tp):
-                raise ValueError(f"{name} is {data[name]!r}, not a {_type_name(tp)}")
+                raise ValueError(f"{name} is {data[name]!r}, expected {_type_name(tp)}")
         return Hyperparams(**data)
 
 
@@ -102,7 +102,7 @@ def _has_type(value: object, tp: Any) -> bool:
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return " or ".join(repr(a) for a in typing.get_args(tp))
-    return str(tp.__name__)
+    return {int: "an integer", float: "a number", bool: "true or false"}.get(tp, str(tp))
 
 
 # Bounds beyond which a run cannot be meant: a pendulum's policy does not need a wider network,
@@ -356,7 +356,12 @@ class ExportConfig:
     """swingup-train export: the actor of a run or checkpoint as a checked ONNX model."""
 
     source: str = option(help="a run directory or a checkpoint (.pt)", positional=True, path=True)
-    out: str | None = option(None, "output .onnx file (default: <run>/actor.onnx)", path=True)
+    out: str | None = option(
+        None,
+        "output .onnx file (default: <run>/actor.onnx for a run directory or a checkpoint in "
+        "its checkpoints/; for any other .pt, its name with .onnx beside it)",
+        path=True,
+    )
     triton_repo: str | None = option(
         None, "add the model as the next version in this Triton repository", path=True
     )
