@@ -261,19 +261,20 @@ def _train(cfg: TrainConfig, plan: RunPlan) -> int:
     if bar is not None:
         bar.start(trainer.state.frames)
     try:
-        result = trainer.run()
+        result = trainer.run(evaluate=True)
     except Interrupted as stop:
         if bar is not None:
             bar.close()
         print(
-            f"interrupted: wrote {stop.checkpoint_path}; "
+            f"swingup-train: interrupted: wrote {stop.checkpoint_path}; "
             f"continue with: swingup-train train --resume {run_dir}",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return 128 + stop.signum  # the shell's code for a death by that signal: 130, 143
     if bar is not None:
         bar.close()
-    final = trainer.evaluate_now()
+    final = result.evaluation
+    assert final is not None  # run(evaluate=True)
     evaluation = {
         "episodes": final.episodes,
         "mean": final.eval_mean,
