@@ -33,13 +33,16 @@ def option(
     *,
     positional: bool = False,
     path: bool = False,
+    shown: str | None = None,
 ) -> Any:
     """A config field: its default, its one-line help, whether it is positional.
 
     `path`: the value names a file or directory, so an empty or "none" value given explicitly
     is an error (rather than None, the flag left out: `--resume ""` must not start a new run).
+    `shown`: the default as --help states it, when the field's own default would mislead ("" to
+    state none).
     """
-    meta = {"help": help, "positional": positional, "path": path}
+    meta = {"help": help, "positional": positional, "path": path, "shown": shown}
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -114,16 +117,20 @@ def add_config(parser: argparse.ArgumentParser, cls: type, env_prefix: str | Non
         flag = "--" + f.name.replace("_", "-")
         suffix = f" (env {env_name})" if env_name else ""
         if _base_type(tp)[0] is bool:
+            stated = f.metadata.get("shown")
             parser.add_argument(
                 flag,
                 dest=f.name,
                 action=argparse.BooleanOptionalAction,
                 default=default,
-                help=f"{help_text}{suffix}",
+                help=f"{help_text}{f' [default: {stated}]' if stated else ''}{suffix}",
             )
             continue
         convert, choices = _converter(tp, f.name, path)
+        stated = f.metadata.get("shown")
         shown = "" if default is dataclasses.MISSING else f" [default: {default}]"
+        if stated is not None:
+            shown = f" [default: {stated}]" if stated else ""
         parser.add_argument(
             flag,
             dest=f.name,

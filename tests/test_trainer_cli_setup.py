@@ -175,3 +175,13 @@ def test_an_empty_or_none_path_given_explicitly_is_a_usage_error(
     assert done.returncode == 2
     assert "expected a path" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # no run started
+
+
+def test_train_help_states_the_presets_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_code(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[default: None]" not in text
+    assert "[default: preset's: seed 100000, fast 3000000]" in text
+    assert "linear decay to lr-end-scale" in text and "rounded up to a multiple" in text
+    assert "(0: only at the end and at Ctrl-C)" in text and "(0: one row, at the end)" in text
+    assert "must exceed --min-std" in text

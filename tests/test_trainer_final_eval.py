@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from trainer.cli import main
@@ -53,3 +54,16 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path: Path) -> None:
     assert f"continue with: swingup-train train --resume {run}" in err and "Traceback" not in err
     saved = torch.load(sorted((run / "checkpoints").glob("*.pt"))[-1], weights_only=True)
     assert 200 <= saved["frames"] < 1_000_000
+
+
+def test_a_budget_off_the_update_size_is_rounded_up_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--frames", "100", "--num-envs", "4", "--n-steps", "4", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "run"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines()[0] == (
+        "swingup-train: training 112 frames: --frames 100 rounded up to a multiple of "
+        "num-envs x n-steps (16)"
+    )
+    assert json.loads(out.splitlines()[-1])["frames"] == 112

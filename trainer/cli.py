@@ -241,6 +241,7 @@ def _train(cfg: TrainConfig, plan: RunPlan) -> int:
     from trainer.loop import Interrupted, Trainer
 
     hp, run_dir, preset, resume_from = plan.hp, plan.run_dir, plan.preset, plan.resume_from
+    _say_rounding(hp)
     bar = _progress_bar(cfg.progress, hp.frames)
     try:
         trainer = Trainer(
@@ -302,6 +303,18 @@ def _train(cfg: TrainConfig, plan: RunPlan) -> int:
             }
         )
     return 0
+
+
+def _say_rounding(hp: Hyperparams) -> None:
+    """Updates take num_envs x n_steps frames each, so a run ends on a multiple of that."""
+    per_update = hp.num_envs * hp.n_steps
+    if hp.frames % per_update:
+        rounded = -(-hp.frames // per_update) * per_update
+        print(
+            f"swingup-train: training {rounded} frames: --frames {hp.frames} rounded up to a "
+            f"multiple of num-envs x n-steps ({per_update})",
+            file=sys.stderr,
+        )
 
 
 def _print_checkpoint(path: Path) -> None:

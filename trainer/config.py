@@ -270,57 +270,99 @@ PRESETS: dict[str, Hyperparams] = {
 }
 
 
+def hyper(name: str, help: str) -> Any:
+    """A hyperparameter's flag: unset, it takes the preset's value, which --help states."""
+    seed, fast = (getattr(PRESETS[p], name) for p in ("seed", "fast"))
+    return option(None, help, shown=f"preset's: seed {seed}, fast {fast}")
+
+
 @dataclass
 class TrainConfig:
     """swingup-train train: every hyperparameter is a flag; unset flags take the preset's value."""
 
     # None when not given, so that --resume can refuse it (a resumed run keeps its preset).
-    preset: Preset | None = option(None, "fast (default, vectorised, tuned) or seed (the notebook)")
-    out: str | None = option(None, "run directory (default runs/<preset>-<seed>-<time>)", path=True)
+    preset: Preset | None = option(
+        None, "fast (default, vectorised, tuned) or seed (the notebook)", shown=DEFAULT_PRESET
+    )
+    out: str | None = option(
+        None, "run directory (default runs/<preset>-<seed>-<time>)", path=True, shown=""
+    )
     resume: str | None = option(
-        None, "continue the run in this directory from its last checkpoint", path=True
+        None, "continue the run in this directory from its last checkpoint", path=True, shown=""
     )
     json: bool = option(False, "print one JSON summary object on the last line of stdout")
     progress: bool = option(True, "show a progress bar on stderr")
     log_checkpoints: bool = option(False, "print a line on stderr for every checkpoint written")
-    frames: int | None = option(None, "environment frames to train for (all envs together)")
-    seed: int | None = option(None, "random seed of torch and the environments")
-    num_envs: int | None = option(None, "parallel environments (gymnasium.vector)")
-    n_steps: int | None = option(None, "steps per environment between updates")
-    gamma: float | None = option(None, "discount factor")
-    gae_lambda: float | None = option(None, "GAE lambda (1.0: n-step returns)")
-    actor_lr: float | None = option(None, "actor Adam learning rate")
-    critic_lr: float | None = option(None, "critic Adam learning rate")
-    lr_schedule: LrSchedule | None = option(None, "constant, or linear decay to zero")
-    lr_end_scale: float | None = option(None, "linear schedule: final lr as a fraction of the lr")
-    lr_decay_frames: int | None = option(None, "linear schedule: frames to decay over (0: the run)")
-    adam_eps: float | None = option(None, "Adam epsilon of both optimisers")
-    std_lr_scale: float | None = option(None, "lr multiplier of the actor's std head")
-    ortho_init: bool | None = option(None, "orthogonal init (gain sqrt 2) of the hidden layers")
-    critic_hidden: int | None = option(None, "critic hidden units per layer (0: same as hidden)")
-    critic_layers: int | None = option(None, "critic hidden layers (0: same as layers)")
-    entropy_weight: float | None = option(None, "weight of the entropy bonus")
-    entropy_from_log_prob: bool | None = option(None, "notebook quirk: -log_prob as entropy")
-    cut_bootstrap_at_truncation: bool | None = option(None, "notebook quirk: no bootstrap at 200")
-    fixed_start: bool | None = option(None, "notebook quirk: every episode from one start state")
-    critic_loss: CriticLoss | None = option(None, "critic loss")
-    std_param: StdParam | None = option(None, "std head: exp(softplus(x)) or softplus(x)+min_std")
-    min_std: float | None = option(None, "lower bound of the std with std-param softplus")
-    init_std: float | None = option(
-        None,
+    frames: int | None = hyper(
+        "frames",
+        "environment frames to train for (all envs together), rounded up to a multiple of "
+        "num-envs x n-steps",
+    )
+    seed: int | None = hyper("seed", "random seed of torch and the environments")
+    num_envs: int | None = hyper("num_envs", "parallel environments (gymnasium.vector)")
+    n_steps: int | None = hyper("n_steps", "steps per environment between updates")
+    gamma: float | None = hyper("gamma", "discount factor")
+    gae_lambda: float | None = hyper("gae_lambda", "GAE lambda (1.0: n-step returns)")
+    actor_lr: float | None = hyper("actor_lr", "actor Adam learning rate")
+    critic_lr: float | None = hyper("critic_lr", "critic Adam learning rate")
+    lr_schedule: LrSchedule | None = hyper(
+        "lr_schedule", "constant, or linear decay to lr-end-scale x the lr over lr-decay-frames"
+    )
+    lr_end_scale: float | None = hyper(
+        "lr_end_scale", "linear schedule: final lr as a fraction of the lr"
+    )
+    lr_decay_frames: int | None = hyper(
+        "lr_decay_frames", "linear schedule: frames to decay over (0: the run)"
+    )
+    adam_eps: float | None = hyper("adam_eps", "Adam epsilon of both optimisers")
+    std_lr_scale: float | None = hyper("std_lr_scale", "lr multiplier of the actor's std head")
+    ortho_init: bool | None = hyper(
+        "ortho_init", "orthogonal init (gain sqrt 2) of the hidden layers"
+    )
+    critic_hidden: int | None = hyper(
+        "critic_hidden", "critic hidden units per layer (0: same as hidden)"
+    )
+    critic_layers: int | None = hyper("critic_layers", "critic hidden layers (0: same as layers)")
+    entropy_weight: float | None = hyper("entropy_weight", "weight of the entropy bonus")
+    entropy_from_log_prob: bool | None = hyper(
+        "entropy_from_log_prob", "notebook quirk: -log_prob as entropy"
+    )
+    cut_bootstrap_at_truncation: bool | None = hyper(
+        "cut_bootstrap_at_truncation", "notebook quirk: no bootstrap at 200"
+    )
+    fixed_start: bool | None = hyper(
+        "fixed_start", "notebook quirk: every episode from one start state"
+    )
+    critic_loss: CriticLoss | None = hyper("critic_loss", "critic loss")
+    std_param: StdParam | None = hyper(
+        "std_param", "std head: exp(softplus(x)) or softplus(x)+min_std"
+    )
+    min_std: float | None = hyper("min_std", "lower bound of the std with std-param softplus")
+    init_std: float | None = hyper(
+        "init_std",
         "initial policy std (0: the notebook's init); must exceed --min-std with std-param "
         "softplus, and 1 with exp_softplus",
     )
-    hidden: int | None = option(None, "hidden units per layer")
-    layers: int | None = option(None, "hidden layers")
-    max_grad_norm: float | None = option(None, "gradient clipping norm (0: off)")
-    normalize_obs: bool | None = option(None, "running observation normalisation (in the actor)")
-    normalize_advantage: bool | None = option(None, "normalise advantages per batch")
-    reward_scale: float | None = option(None, "multiply rewards by this in the update")
-    log_interval: int | None = option(None, "frames between rows of metrics.csv")
-    checkpoint_interval: int | None = option(None, "frames between checkpoints")
-    eval_interval: int | None = option(None, "frames between evaluations during training (0: none)")
-    eval_episodes: int | None = option(None, "random-start episodes per evaluation")
+    hidden: int | None = hyper("hidden", "hidden units per layer")
+    layers: int | None = hyper("layers", "hidden layers")
+    max_grad_norm: float | None = hyper("max_grad_norm", "gradient clipping norm (0: off)")
+    normalize_obs: bool | None = hyper(
+        "normalize_obs", "running observation normalisation (in the actor)"
+    )
+    normalize_advantage: bool | None = hyper(
+        "normalize_advantage", "normalise advantages per batch"
+    )
+    reward_scale: float | None = hyper("reward_scale", "multiply rewards by this in the update")
+    log_interval: int | None = hyper(
+        "log_interval", "frames between rows of metrics.csv (0: one row, at the end)"
+    )
+    checkpoint_interval: int | None = hyper(
+        "checkpoint_interval", "frames between checkpoints (0: only at the end and at Ctrl-C)"
+    )
+    eval_interval: int | None = hyper(
+        "eval_interval", "frames between evaluations during training (0: none)"
+    )
+    eval_episodes: int | None = hyper("eval_episodes", "random-start episodes per evaluation")
 
     def overrides(self) -> dict[str, Any]:
         """The hyperparameters given on the command line."""
