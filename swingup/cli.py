@@ -27,9 +27,22 @@ class UsageError(Exception):
     """A mistake of the user's: reported as one line, exit code 2, never a traceback."""
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, positional: bool = False) -> Any:
-    """A config field: its default, its one-line help, whether it is positional."""
-    meta = {"help": help, "positional": positional}
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    positional: bool = False,
+    path: bool = False,
+    shown: str | None = None,
+) -> Any:
+    """A config field: its default, its one-line help, whether it is positional.
+
+    `path`: the value names a file or directory, so an empty or "none" value given explicitly
+    is an error (rather than None, the flag left out: `--resume ""` must not start a new run).
+    `shown`: the default as --help states it, when the field's own default would mislead ("" to
+    state none).
+    """
+    meta = {"help": help, "positional": positional, "path": path, "shown": shown}
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -50,7 +63,9 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _converter(tp: Any, name: str) -> tuple[Callable[[str], Any], list[Any] | None]:
+def _converter(
+    tp: Any, name: str, path: bool = False
+) -> tuple[Callable[[str], Any], list[Any] | None]:
     base, optional = _base_type(tp)
     choices: list[Any] | None = None
     if typing.get_origin(base) is Literal:
@@ -58,6 +73,10 @@ def _converter(tp: Any, name: str) -> tuple[Callable[[str], Any], list[Any] | No
         base = type(choices[0])
 
     def convert(text: str) -> Any:
+        if path and text.strip().lower() in ("", "none"):
+            raise argparse.ArgumentTypeError(
+                f"expected a path, got {text!r} (leave the flag out instead)"
+            )
         if optional and text.lower() in ("", "none"):
             return None
         try:
@@ -90,23 +109,28 @@ def add_config(parser: argparse.ArgumentParser, cls: type, env_prefix: str | Non
         env_name = f"{env_prefix}{f.name.upper()}" if env_prefix else None
         if env_name and env_name in os.environ:
             default = _from_env(env_name, os.environ[env_name], tp, parser)
+        path = bool(f.metadata.get("path"))
         if f.metadata.get("positional"):
-            convert, choices = _converter(tp, f.name)
+            convert, choices = _converter(tp, f.name, path)
             parser.add_argument(f.name, type=convert, choices=choices, help=help_text)
             continue
         flag = "--" + f.name.replace("_", "-")
         suffix = f" (env {env_name})" if env_name else ""
         if _base_type(tp)[0] is bool:
+            stated = f.metadata.get("shown")
             parser.add_argument(
                 flag,
                 dest=f.name,
                 action=argparse.BooleanOptionalAction,
                 default=default,
-                help=f"{help_text}{suffix}",
+                help=f"{help_text}{f' [default: {stated}]' if stated else ''}{suffix}",
             )
             continue
-        convert, choices = _converter(tp, f.name)
+        convert, choices = _converter(tp, f.name, path)
+        stated = f.metadata.get("shown")
         shown = "" if default is dataclasses.MISSING else f" [default: {default}]"
+        if stated is not None:
+            shown = f" [default: {stated}]" if stated else ""
         parser.add_argument(
             flag,
             dest=f.name,

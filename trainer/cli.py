@@ -2,26 +2,48 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-import re
 import sys
-import time
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-import swingup
-from swingup import atomic
-from swingup.cli import EXIT_INTERRUPTED, Handler, UsageError, run
-from swingup.episodes import run_episodes
-from trainer import checkpoint
-from trainer.config import EvaluateConfig, ExportConfig, Hyperparams, TrainConfig
-from trainer.onnx_graph import ExportError, ExportResult
+# Ctrl-C while the program is still importing is an interrupt like any other, not a traceback.
+try:
+    import dataclasses
+    import json
+    import re
+    import shutil
+    import tempfile
+    import time
+    from collections.abc import Sequence
+    from pathlib import Path
+    from typing import TYPE_CHECKING, Any
+
+    import swingup
+    from swingup import atomic
+    from swingup.cli import EXIT_INTERRUPTED, Handler, UsageError, run
+    from trainer import checkpoint
+    from trainer.config import (
+        MAX_SEED,
+        EvaluateConfig,
+        ExportConfig,
+        Hyperparams,
+        TrainConfig,
+        problems,
+    )
+except KeyboardInterrupt:
+    print("swingup-train: interrupted", file=sys.stderr)
+    raise SystemExit(130) from None
+
+# Only light modules above: torch, onnxruntime and gymnasium take over a second to import, so the
+# commands import them when they run, and --help and usage errors answer at once.
+if TYPE_CHECKING:
+    from trainer.onnx_graph import ExportResult
 
 CONFIG_FILE = "config.json"
 EVAL_FILE = "eval.json"
+EXIT_FAILED = 1
+
+
+class Failed(Exception):
+    """A runtime failure (the disk, not the user): one line on stderr, exit 1."""
 
 
 def emit_json(payload: dict[str, Any]) -> None:
@@ -32,117 +54,228 @@ def emit_json(payload: dict[str, Any]) -> None:
 # -- train -------------------------------------------------------------------------------------
 
 
-def problems(hp: Hyperparams) -> list[str]:
-    """Hyperparameter values no run can use."""
-    found = []
-    for name in ("frames", "num_envs", "n_steps", "hidden", "layers", "eval_episodes"):
-        if getattr(hp, name) <= 0:
-            found.append(f"--{name.replace('_', '-')} must be positive, got {getattr(hp, name)}")
-    for name in ("actor_lr", "critic_lr", "reward_scale"):
-        value = getattr(hp, name)
-        if not (math.isfinite(value) and value > 0):
-            found.append(f"--{name.replace('_', '-')} must be a positive number, got {value}")
-    if not 0.0 < hp.gamma <= 1.0:
-        found.append(f"--gamma must be in (0, 1], got {hp.gamma}")
-    if not 0.0 <= hp.gae_lambda <= 1.0:
-        found.append(f"--gae-lambda must be in [0, 1], got {hp.gae_lambda}")
-    for name in (
-        "log_interval",
-        "checkpoint_interval",
-        "eval_interval",
-        "max_grad_norm",
-        "min_std",
-        "init_std",
-    ):
-        if getattr(hp, name) < 0:
-            found.append(f"--{name.replace('_', '-')} must not be negative")
-    return found
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """What `train` will do: a new run (`record` is its config.json) or a resumed one."""
+
+    hp: Hyperparams
+    run_dir: Path
+    preset: str
+    resume_from: Path | None = None
+    record: dict[str, Any] | None = None
 
 
-def _new_run(cfg: TrainConfig) -> tuple[Hyperparams, Path, str]:
+# A run directory that holds only these, and no checkpoint, is a run that stopped before its
+# first checkpoint (kill -9 while starting): nothing in it can be resumed, so --out may reuse it.
+UNSTARTED_ENTRIES = {CONFIG_FILE, "tb"}
+
+
+def _new_run(cfg: TrainConfig) -> RunPlan:
+    """Check everything before anything is written: a mistake leaves no directory behind."""
     hp = cfg.resolve()
     found = problems(hp)
     if found:
         raise UsageError(found[0])
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(cfg.out or f"runs/{cfg.preset}-{hp.seed}-{stamp}")
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    run_dir = Path(cfg.out or f"runs/{cfg.preset_name}-{hp.seed}-{stamp}")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {run_dir} is a file; name a new or empty directory")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not _unstarted(run_dir):
         raise UsageError(
             f"{run_dir} is not empty (it may hold another run); choose another --out or --resume it"
         )
     record = {
-        "preset": cfg.preset,
+        "preset": cfg.preset_name,
         "hyperparams": hp.to_dict(),
         "swingup_version": swingup.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    atomic.write_text(run_dir / CONFIG_FILE, json.dumps(record, indent=2) + "\n")
-    return hp, run_dir, cfg.preset
+    return RunPlan(hp, run_dir, cfg.preset_name, record=record)
 
 
-def _resumed_run(cfg: TrainConfig) -> tuple[Hyperparams, Path, str, Path]:
+def _unstarted(run_dir: Path) -> bool:
+    """Whether `run_dir` holds our config.json (and TensorBoard events) but no checkpoint."""
+    if not {p.name for p in run_dir.iterdir()} <= UNSTARTED_ENTRIES:
+        return False
+    try:
+        return "hyperparams" in json.loads((run_dir / CONFIG_FILE).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _start_run(plan: RunPlan) -> None:
+    """Create the run directory and its config.json; a path that cannot hold it is a usage
+    error naming --out (not the temporary file the write failed on)."""
+    try:
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(plan.run_dir / "tb", ignore_errors=True)  # an unstarted run's events
+        atomic.write_text(plan.run_dir / CONFIG_FILE, json.dumps(plan.record, indent=2) + "\n")
+    except OSError as exc:
+        raise UsageError(f"--out {plan.run_dir}: cannot write a run there ({_why(exc)})") from None
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def check_can_write(path: Path, what: str) -> None:
+    """Fail before the work rather than after it: `path` must be a file that can be created
+    (its directory exists or can be made, and takes a new file)."""
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a directory; name a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot write there ({_why(exc)})") from None
+
+
+def _discard_unstarted(run_dir: Path, existed: bool) -> None:
+    """Remove what a new run wrote before its first checkpoint: without one it cannot be
+    resumed, and left behind it would block --out. A directory given empty is kept empty."""
+    if checkpoint.list_checkpoints(run_dir):
+        return
+    if not existed:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for entry in run_dir.iterdir() if run_dir.is_dir() else []:
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _resumed_run(cfg: TrainConfig) -> RunPlan:
+    """Check the run can go on as asked; `record` is its config.json with the new --frames."""
     run_dir = Path(str(cfg.resume))
     if cfg.out is not None:
         raise UsageError(
             "--out and --resume cannot be combined: --resume continues the run in place"
         )
-    extra = set(cfg.overrides()) - {"frames"}
+    extra = set(cfg.overrides()) - {"frames"} | ({"preset"} if cfg.preset is not None else set())
     if extra:
         raise UsageError(
             f"--resume keeps the run's settings; only --frames may change (got {sorted(extra)})"
         )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--resume takes a run directory; {run_dir} is a file")
+    record, hp = _read_config(run_dir)
     try:
-        record = json.loads((run_dir / CONFIG_FILE).read_text())
+        latest, state = checkpoint.load_latest(run_dir)
+    except checkpoint.CheckpointError as exc:
+        raise UsageError(str(exc)) from None
+    _check_agrees(run_dir / CONFIG_FILE, hp, latest, state)
+    if cfg.frames is not None:
+        hp = dataclasses.replace(hp, frames=cfg.frames)
+        found = problems(hp)
+        if found:
+            raise UsageError(found[0])
+    done = int(state["frames"])
+    if done >= hp.frames:
+        more = f"--frames {cfg.frames} adds none" if cfg.frames else f"it asked for {hp.frames}"
+        raise UsageError(
+            f"{run_dir} has already trained {done} frames ({more}); give --frames above {done} "
+            "to train on, or evaluate or export it"
+        )
+    _check_logs(run_dir)
+    record = {**record, "hyperparams": hp.to_dict()}
+    return RunPlan(hp, run_dir, str(record.get("preset", "custom")), latest, record)
+
+
+def _read_config(run_dir: Path) -> tuple[dict[str, Any], Hyperparams]:
+    path = run_dir / CONFIG_FILE
+    try:
+        record = json.loads(path.read_text())
         hp = Hyperparams.from_dict(record["hyperparams"])
     except FileNotFoundError:
         raise UsageError(f"{run_dir} is not a run directory (no {CONFIG_FILE})") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{run_dir / CONFIG_FILE} is damaged or foreign: {exc}") from None
-    if cfg.frames is not None:
-        hp = dataclasses.replace(hp, frames=cfg.frames)
-        if cfg.frames <= 0:
-            raise UsageError(f"--frames must be positive, got {cfg.frames}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} is damaged or foreign: {exc}") from None
+    found = problems(hp)
+    if found:
+        raise UsageError(f"{path} is damaged: {found[0]}")
+    return record, hp
+
+
+def _check_agrees(config: Path, hp: Hyperparams, latest: Path, state: dict[str, Any]) -> None:
+    """The checkpoint must be of the run config.json describes (all but the frame budget)."""
+    saved = state.get("hyperparams")
+    if not isinstance(saved, dict):
+        raise UsageError(f"{latest} records no hyperparameters")
+    for name, value in hp.to_dict().items():
+        if name != "frames" and saved.get(name) != value:
+            raise UsageError(
+                f"{config} and {latest} disagree on {name} ({value!r} against "
+                f"{saved.get(name)!r}): restore the run's config.json"
+            )
+
+
+def _check_logs(run_dir: Path) -> None:
+    from trainer.run_log import RunLogError, read_evals, read_metrics
+
     try:
-        latest = checkpoint.latest(run_dir)
-        checkpoint.load(latest)
-    except checkpoint.CheckpointError as exc:
-        raise UsageError(str(exc)) from None
-    return hp, run_dir, str(record.get("preset", "custom")), latest
+        read_metrics(run_dir)
+        read_evals(run_dir)
+    except RunLogError as exc:
+        raise UsageError(f"{exc}; fix or remove it to resume") from None
 
 
 def train(cfg: TrainConfig) -> int:
+    if cfg.resume is not None:
+        plan = _resumed_run(cfg)
+        # config.json records what runs: a new --frames too (atomically, like every write).
+        atomic.write_text(plan.run_dir / CONFIG_FILE, json.dumps(plan.record, indent=2) + "\n")
+        return _train(cfg, plan)
+    plan = _new_run(cfg)
+    existed = plan.run_dir.is_dir()
+    try:
+        _start_run(plan)
+        return _train(cfg, plan)
+    except BaseException:  # an error or Ctrl-C before the first checkpoint: leave no dead end
+        _discard_unstarted(plan.run_dir, existed)
+        raise
+
+
+def _train(cfg: TrainConfig, plan: RunPlan) -> int:
     from trainer.loop import Interrupted, Trainer
 
-    if cfg.resume is not None:
-        hp, run_dir, preset, resume_from = _resumed_run(cfg)
-    else:
-        hp, run_dir, preset = _new_run(cfg)
-        resume_from = None
+    hp, run_dir, preset, resume_from = plan.hp, plan.run_dir, plan.preset, plan.resume_from
+    _say_rounding(hp)
     bar = _progress_bar(cfg.progress, hp.frames)
-    trainer = Trainer(
-        hp,
-        run_dir,
-        resume_from=resume_from,
-        preset=preset,
-        on_progress=bar.step if bar else None,
-        on_checkpoint=_print_checkpoint if cfg.log_checkpoints else None,
-    )
+    try:
+        trainer = Trainer(
+            hp,
+            run_dir,
+            resume_from=resume_from,
+            preset=preset,
+            on_progress=bar.step if bar else None,
+            on_checkpoint=_print_checkpoint if cfg.log_checkpoints else None,
+        )
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        if resume_from is None:
+            raise
+        # The checks above compare what they can; a checkpoint that still does not fit (its
+        # tensors' shapes, its environments' state) is named rather than shown as a traceback.
+        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise UsageError(f"{resume_from} does not fit {run_dir / CONFIG_FILE}: {reason}") from None
     if bar is not None:
         bar.start(trainer.state.frames)
     try:
-        result = trainer.run()
+        result = trainer.run(evaluate=True)
     except Interrupted as stop:
         if bar is not None:
             bar.close()
         print(
-            f"interrupted: wrote {stop.checkpoint_path}; "
+            f"swingup-train: interrupted: wrote {stop.checkpoint_path}; "
             f"continue with: swingup-train train --resume {run_dir}",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return 128 + stop.signum  # the shell's code for a death by that signal: 130, 143
     if bar is not None:
         bar.close()
-    final = trainer.evaluate_now()
+    final = result.evaluation
+    assert final is not None  # run(evaluate=True)
     evaluation = {
         "episodes": final.episodes,
         "mean": final.eval_mean,
@@ -170,6 +303,18 @@ def train(cfg: TrainConfig) -> int:
             }
         )
     return 0
+
+
+def _say_rounding(hp: Hyperparams) -> None:
+    """Updates take num_envs x n_steps frames each, so a run ends on a multiple of that."""
+    per_update = hp.num_envs * hp.n_steps
+    if hp.frames % per_update:
+        rounded = -(-hp.frames // per_update) * per_update
+        print(
+            f"swingup-train: training {rounded} frames: --frames {hp.frames} rounded up to a "
+            f"multiple of num-envs x n-steps ({per_update})",
+            file=sys.stderr,
+        )
 
 
 def _print_checkpoint(path: Path) -> None:
@@ -227,15 +372,23 @@ def _progress_bar(enabled: bool, total: int) -> _Bar | None:
 
 
 def evaluate(cfg: EvaluateConfig) -> int:
-    from trainer.policies import as_policy, load_mean_std
-
     if cfg.episodes <= 0:
         raise UsageError(f"--episodes must be positive, got {cfg.episodes}")
+    if not 0 <= cfg.seed <= MAX_SEED - (cfg.episodes - 1):
+        raise UsageError(
+            f"--seed {cfg.seed}: episode seeds run from --seed to --seed + --episodes - 1, "
+            f"which must lie in 0..{MAX_SEED}"
+        )
+    gif = Path(cfg.gif) if cfg.gif else None
+    if gif is not None:
+        check_can_write(gif, "--gif")  # before the episodes, not after them
+    from swingup.episodes import run_episodes
+    from trainer.policies import as_policy, load_mean_std
+
     try:
         mean_std = load_mean_std(Path(cfg.path))
     except checkpoint.CheckpointError as exc:
         raise UsageError(str(exc)) from None
-    gif = Path(cfg.gif) if cfg.gif else None
     report = run_episodes(
         as_policy(mean_std, cfg.sample, cfg.seed), cfg.episodes, seed=cfg.seed, gif=gif
     )
@@ -261,24 +414,35 @@ def evaluate(cfg: EvaluateConfig) -> int:
 
 
 def export(cfg: ExportConfig) -> int:
-    from trainer.export import export as export_model
-
+    source = Path(cfg.source)
+    if source.is_file() and source.suffix != ".pt":
+        raise UsageError(f"export takes a run directory or a .pt checkpoint, not {source}")
     out = Path(cfg.out) if cfg.out else None
     if out is not None and out.is_dir():
         raise UsageError(f"--out {out} is a directory; name the .onnx file")
     if cfg.triton_repo is not None and out is not None:
         raise UsageError("--out and --triton-repo cannot be combined")
-    if cfg.triton_repo is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.model_name):
-        raise UsageError(f"--model-name {cfg.model_name!r}: use letters, digits, '-', '_' and '.'")
+    if cfg.triton_repo is not None:
+        _check_triton_target(Path(cfg.triton_repo), cfg.model_name)
+    from trainer.export import default_output
+    from trainer.export import export as export_model
+    from trainer.onnx_graph import ExportError
+
+    if cfg.triton_repo is None:
+        check_can_write(out or default_output(source), "--out" if out else "the default output")
+
     try:
         if cfg.triton_repo is None:
-            result = export_model(Path(cfg.source), out)
+            result = export_model(source, out)
         else:
-            result = _export_to_triton(Path(cfg.source), Path(cfg.triton_repo), cfg.model_name)
+            result = _export_to_triton(source, Path(cfg.triton_repo), cfg.model_name)
     except checkpoint.CheckpointError as exc:
         raise UsageError(str(exc)) from None
     except ExportError as exc:
         raise UsageError(f"export failed, nothing written: {exc}") from None
+    except OSError as exc:  # the checks above passed, then the disk said no (full, removed)
+        where = out or cfg.triton_repo or default_output(source)
+        raise Failed(f"export failed, nothing written to {where}: {_why(exc)}") from None
     print(
         f"exported {result.path} (opset {result.opset}, "
         f"max |onnxruntime - torch| {result.max_abs_diff:.2e})"
@@ -295,10 +459,19 @@ def export(cfg: ExportConfig) -> int:
     return 0
 
 
+def _check_triton_target(repo: Path, name: str) -> None:
+    # The name is a directory inside the repository: "." or ".." would write outside the model's.
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
+        raise UsageError(
+            f"--model-name {name!r}: use letters, digits, '-', '_' and '.' (not '.' or '..')"
+        )
+    if repo.exists() and not repo.is_dir():
+        raise UsageError(f"--triton-repo {repo} is not a directory")
+    check_can_write(repo / name / "config.pbtxt", "--triton-repo")
+
+
 def _export_to_triton(source: Path, repo: Path, name: str) -> ExportResult:
     """Export and check beside the repository, then add the file as the model's next version."""
-    import tempfile
-
     from trainer.export import export as export_model
     from trainer.triton_repo import add_version
 
@@ -308,15 +481,56 @@ def _export_to_triton(source: Path, repo: Path, name: str) -> ExportResult:
     return dataclasses.replace(checked, path=path)
 
 
+def one_line_failures(handler: Handler) -> Handler:
+    """`Failed` is a runtime failure, not a mistake: one line, exit 1."""
+
+    def run_handler(cfg: Any) -> int:
+        try:
+            return handler(cfg)
+        except Failed as exc:
+            print(f"swingup-train: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+
+    return run_handler
+
+
 COMMANDS: dict[str, tuple[type, Handler, str]] = {
-    "train": (TrainConfig, train, "train an A2C actor and critic on Pendulum-v1"),
-    "evaluate": (EvaluateConfig, evaluate, "mean and std of the return over random-start episodes"),
-    "export": (ExportConfig, export, "export a run's actor to a checked ONNX model"),
+    "train": (
+        TrainConfig,
+        one_line_failures(train),
+        "train an A2C actor and critic on Pendulum-v1",
+    ),
+    "evaluate": (
+        EvaluateConfig,
+        one_line_failures(evaluate),
+        "mean and std of the return over random-start episodes",
+    ),
+    "export": (
+        ExportConfig,
+        one_line_failures(export),
+        "export a run's actor to a checked ONNX model",
+    ),
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run("swingup-train", __doc__ or "", COMMANDS, argv)
+    # run() reports an interrupt inside a command; this catches one while parsing the flags.
+    try:
+        return run("swingup-train", __doc__ or "", COMMANDS, argv)
+    except KeyboardInterrupt:
+        print("swingup-train: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        _forget_unhandled_interrupt()
+
+
+def _forget_unhandled_interrupt() -> None:
+    """CPython ends the process by SIGINT, whatever main() returns, once a KeyboardInterrupt has
+    left code run through PyRun_String (pybind11 runs some while torch imports: Ctrl-C there
+    would exit -2, not 130). A PyRun_String call that succeeds clears that mark."""
+    import ctypes
+
+    ctypes.pythonapi.PyRun_SimpleString(b"pass")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ change, and config.json records the resolved result.
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -72,14 +75,121 @@ class Hyperparams:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Hyperparams:
+        """Rebuild from `to_dict()`'s output (a config.json, a checkpoint); ValueError names the
+        first key that is missing, unknown or of the wrong type."""
         names = {f.name for f in dataclasses.fields(Hyperparams)}
         unknown = set(data) - names
         missing = names - set(data)
         if unknown or missing:
             raise ValueError(f"unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+        for name, tp in typing.get_type_hints(Hyperparams).items():
+            if not _has_type(data[name], tp):
+                raise ValueError(f"{name} is {data[name]!r}, expected {_type_name(tp)}")
         return Hyperparams(**data)
 
 
+def _has_type(value: object, tp: Any) -> bool:
+    if typing.get_origin(tp) is Literal:
+        return value in typing.get_args(tp)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    # JSON writes 1.0 as 1.0 but a hand-edited file may say 1.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    return {int: "an integer", float: "a number", bool: "true or false"}.get(tp, str(tp))
+
+
+# Bounds beyond which a run cannot be meant: a pendulum's policy does not need a wider network,
+# and the numbers past them fail inside torch or numpy with a traceback instead of a message.
+MAX_FRAMES = 10**12
+MAX_SEED = 2**32 - 1  # numpy's and gymnasium's seeds are 32-bit
+MAX_WIDTH = 4096
+MAX_LAYERS = 8
+MAX_ENVS = 1024
+MAX_STEPS = 10_000
+MAX_EPISODES = 100_000
+
+# (lowest, highest) of each integer hyperparameter.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "frames": (1, MAX_FRAMES),
+    "seed": (0, MAX_SEED),
+    "num_envs": (1, MAX_ENVS),
+    "n_steps": (1, MAX_STEPS),
+    "lr_decay_frames": (0, MAX_FRAMES),
+    "critic_hidden": (0, MAX_WIDTH),
+    "critic_layers": (0, MAX_LAYERS),
+    "hidden": (1, MAX_WIDTH),
+    "layers": (1, MAX_LAYERS),
+    "log_interval": (0, MAX_FRAMES),
+    "checkpoint_interval": (0, MAX_FRAMES),
+    "eval_interval": (0, MAX_FRAMES),
+    "eval_episodes": (1, MAX_EPISODES),
+}
+_POSITIVE = ("a positive number", lambda v: v > 0)
+_NOT_NEGATIVE = ("a number >= 0", lambda v: v >= 0)
+_FRACTION = ("a number in [0, 1]", lambda v: 0 <= v <= 1)
+# What each float hyperparameter must be (every one must also be finite).
+FLOAT_RULES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "gamma": ("a number in (0, 1]", lambda v: 0 < v <= 1),
+    "gae_lambda": _FRACTION,
+    "actor_lr": _POSITIVE,
+    "critic_lr": _POSITIVE,
+    "lr_end_scale": _FRACTION,
+    "adam_eps": _POSITIVE,
+    "std_lr_scale": _NOT_NEGATIVE,
+    "entropy_weight": _NOT_NEGATIVE,
+    "min_std": _NOT_NEGATIVE,
+    "init_std": _NOT_NEGATIVE,
+    "max_grad_norm": _NOT_NEGATIVE,
+    "reward_scale": _POSITIVE,
+}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def problems(hp: Hyperparams) -> list[str]:
+    """Each value no run can use, as a message naming its flag and the value."""
+    found = []
+    for name, (low, high) in INT_RANGES.items():
+        value = getattr(hp, name)
+        if not low <= value <= high:
+            what = f"positive and at most {high}" if low == 1 else f"an integer in {low}..{high}"
+            found.append(f"{flag(name)} must be {what}, got {value}")
+    for name, (what, ok) in FLOAT_RULES.items():
+        value = getattr(hp, name)
+        if not (math.isfinite(value) and ok(value)):
+            found.append(f"{flag(name)} must be {what}, got {value}")
+    if not found and (reason := init_std_problem(hp)):
+        found.append(reason)
+    return found
+
+
+def init_std_problem(hp: Hyperparams) -> str:
+    """The std head cannot start at init_std unless it lies above the head's floor."""
+    if hp.init_std == 0:
+        return ""  # the notebook's init
+    if hp.std_param == "softplus" and hp.init_std <= hp.min_std:
+        return (
+            f"--init-std {hp.init_std} is not reachable with --std-param softplus: it must "
+            f"exceed --min-std ({hp.min_std}), or be 0 for the notebook's init"
+        )
+    if hp.std_param == "exp_softplus" and hp.init_std <= 1:
+        return (
+            f"--init-std {hp.init_std} is not reachable with --std-param exp_softplus: "
+            "exp(softplus(x)) exceeds 1, so it must too (or be 0 for the notebook's init)"
+        )
+    return ""
+
+
+DEFAULT_PRESET = "fast"
 PRESETS: dict[str, Hyperparams] = {
     # The notebook, exactly: one update per frame on a batch of one.
     "seed": Hyperparams(
@@ -160,50 +270,99 @@ PRESETS: dict[str, Hyperparams] = {
 }
 
 
+def hyper(name: str, help: str) -> Any:
+    """A hyperparameter's flag: unset, it takes the preset's value, which --help states."""
+    seed, fast = (getattr(PRESETS[p], name) for p in ("seed", "fast"))
+    return option(None, help, shown=f"preset's: seed {seed}, fast {fast}")
+
+
 @dataclass
 class TrainConfig:
     """swingup-train train: every hyperparameter is a flag; unset flags take the preset's value."""
 
-    preset: Preset = option("fast", "fast (default, vectorised, tuned) or seed (the notebook)")
-    out: str | None = option(None, "run directory (default runs/<preset>-<seed>-<time>)")
-    resume: str | None = option(None, "continue the run in this directory from its last checkpoint")
+    # None when not given, so that --resume can refuse it (a resumed run keeps its preset).
+    preset: Preset | None = option(
+        None, "fast (default, vectorised, tuned) or seed (the notebook)", shown=DEFAULT_PRESET
+    )
+    out: str | None = option(
+        None, "run directory (default runs/<preset>-<seed>-<time>)", path=True, shown=""
+    )
+    resume: str | None = option(
+        None, "continue the run in this directory from its last checkpoint", path=True, shown=""
+    )
     json: bool = option(False, "print one JSON summary object on the last line of stdout")
     progress: bool = option(True, "show a progress bar on stderr")
     log_checkpoints: bool = option(False, "print a line on stderr for every checkpoint written")
-    frames: int | None = option(None, "environment frames to train for (all envs together)")
-    seed: int | None = option(None, "random seed of torch and the environments")
-    num_envs: int | None = option(None, "parallel environments (gymnasium.vector)")
-    n_steps: int | None = option(None, "steps per environment between updates")
-    gamma: float | None = option(None, "discount factor")
-    gae_lambda: float | None = option(None, "GAE lambda (1.0: n-step returns)")
-    actor_lr: float | None = option(None, "actor Adam learning rate")
-    critic_lr: float | None = option(None, "critic Adam learning rate")
-    lr_schedule: LrSchedule | None = option(None, "constant, or linear decay to zero")
-    lr_end_scale: float | None = option(None, "linear schedule: final lr as a fraction of the lr")
-    lr_decay_frames: int | None = option(None, "linear schedule: frames to decay over (0: the run)")
-    adam_eps: float | None = option(None, "Adam epsilon of both optimisers")
-    std_lr_scale: float | None = option(None, "lr multiplier of the actor's std head")
-    ortho_init: bool | None = option(None, "orthogonal init (gain sqrt 2) of the hidden layers")
-    critic_hidden: int | None = option(None, "critic hidden units per layer (0: same as hidden)")
-    critic_layers: int | None = option(None, "critic hidden layers (0: same as layers)")
-    entropy_weight: float | None = option(None, "weight of the entropy bonus")
-    entropy_from_log_prob: bool | None = option(None, "notebook quirk: -log_prob as entropy")
-    cut_bootstrap_at_truncation: bool | None = option(None, "notebook quirk: no bootstrap at 200")
-    fixed_start: bool | None = option(None, "notebook quirk: every episode from one start state")
-    critic_loss: CriticLoss | None = option(None, "critic loss")
-    std_param: StdParam | None = option(None, "std head: exp(softplus(x)) or softplus(x)+min_std")
-    min_std: float | None = option(None, "lower bound of the std with std-param softplus")
-    init_std: float | None = option(None, "initial policy std (0: the notebook's init)")
-    hidden: int | None = option(None, "hidden units per layer")
-    layers: int | None = option(None, "hidden layers")
-    max_grad_norm: float | None = option(None, "gradient clipping norm (0: off)")
-    normalize_obs: bool | None = option(None, "running observation normalisation (in the actor)")
-    normalize_advantage: bool | None = option(None, "normalise advantages per batch")
-    reward_scale: float | None = option(None, "multiply rewards by this in the update")
-    log_interval: int | None = option(None, "frames between rows of metrics.csv")
-    checkpoint_interval: int | None = option(None, "frames between checkpoints")
-    eval_interval: int | None = option(None, "frames between evaluations during training (0: none)")
-    eval_episodes: int | None = option(None, "random-start episodes per evaluation")
+    frames: int | None = hyper(
+        "frames",
+        "environment frames to train for (all envs together), rounded up to a multiple of "
+        "num-envs x n-steps",
+    )
+    seed: int | None = hyper("seed", "random seed of torch and the environments")
+    num_envs: int | None = hyper("num_envs", "parallel environments (gymnasium.vector)")
+    n_steps: int | None = hyper("n_steps", "steps per environment between updates")
+    gamma: float | None = hyper("gamma", "discount factor")
+    gae_lambda: float | None = hyper("gae_lambda", "GAE lambda (1.0: n-step returns)")
+    actor_lr: float | None = hyper("actor_lr", "actor Adam learning rate")
+    critic_lr: float | None = hyper("critic_lr", "critic Adam learning rate")
+    lr_schedule: LrSchedule | None = hyper(
+        "lr_schedule", "constant, or linear decay to lr-end-scale x the lr over lr-decay-frames"
+    )
+    lr_end_scale: float | None = hyper(
+        "lr_end_scale", "linear schedule: final lr as a fraction of the lr"
+    )
+    lr_decay_frames: int | None = hyper(
+        "lr_decay_frames", "linear schedule: frames to decay over (0: the run)"
+    )
+    adam_eps: float | None = hyper("adam_eps", "Adam epsilon of both optimisers")
+    std_lr_scale: float | None = hyper("std_lr_scale", "lr multiplier of the actor's std head")
+    ortho_init: bool | None = hyper(
+        "ortho_init", "orthogonal init (gain sqrt 2) of the hidden layers"
+    )
+    critic_hidden: int | None = hyper(
+        "critic_hidden", "critic hidden units per layer (0: same as hidden)"
+    )
+    critic_layers: int | None = hyper("critic_layers", "critic hidden layers (0: same as layers)")
+    entropy_weight: float | None = hyper("entropy_weight", "weight of the entropy bonus")
+    entropy_from_log_prob: bool | None = hyper(
+        "entropy_from_log_prob", "notebook quirk: -log_prob as entropy"
+    )
+    cut_bootstrap_at_truncation: bool | None = hyper(
+        "cut_bootstrap_at_truncation", "notebook quirk: no bootstrap at 200"
+    )
+    fixed_start: bool | None = hyper(
+        "fixed_start", "notebook quirk: every episode from one start state"
+    )
+    critic_loss: CriticLoss | None = hyper("critic_loss", "critic loss")
+    std_param: StdParam | None = hyper(
+        "std_param", "std head: exp(softplus(x)) or softplus(x)+min_std"
+    )
+    min_std: float | None = hyper("min_std", "lower bound of the std with std-param softplus")
+    init_std: float | None = hyper(
+        "init_std",
+        "initial policy std (0: the notebook's init); must exceed --min-std with std-param "
+        "softplus, and 1 with exp_softplus",
+    )
+    hidden: int | None = hyper("hidden", "hidden units per layer")
+    layers: int | None = hyper("layers", "hidden layers")
+    max_grad_norm: float | None = hyper("max_grad_norm", "gradient clipping norm (0: off)")
+    normalize_obs: bool | None = hyper(
+        "normalize_obs", "running observation normalisation (in the actor)"
+    )
+    normalize_advantage: bool | None = hyper(
+        "normalize_advantage", "normalise advantages per batch"
+    )
+    reward_scale: float | None = hyper("reward_scale", "multiply rewards by this in the update")
+    log_interval: int | None = hyper(
+        "log_interval", "frames between rows of metrics.csv (0: one row, at the end)"
+    )
+    checkpoint_interval: int | None = hyper(
+        "checkpoint_interval", "frames between checkpoints (0: only at the end and at Ctrl-C)"
+    )
+    eval_interval: int | None = hyper(
+        "eval_interval", "frames between evaluations during training (0: none)"
+    )
+    eval_episodes: int | None = hyper("eval_episodes", "random-start episodes per evaluation")
 
     def overrides(self) -> dict[str, Any]:
         """The hyperparameters given on the command line."""
@@ -211,7 +370,11 @@ class TrainConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k in names and v is not None}
 
     def resolve(self) -> Hyperparams:
-        return dataclasses.replace(PRESETS[self.preset], **self.overrides())
+        return dataclasses.replace(PRESETS[self.preset_name], **self.overrides())
+
+    @property
+    def preset_name(self) -> str:
+        return self.preset or DEFAULT_PRESET
 
 
 @dataclass
@@ -219,12 +382,14 @@ class EvaluateConfig:
     """swingup-train evaluate: mean and std of the return over random-start episodes."""
 
     path: str = option(
-        help="a run directory, a checkpoint (.pt) or an exported model (.onnx)", positional=True
+        help="a run directory, a checkpoint (.pt) or an exported model (.onnx)",
+        positional=True,
+        path=True,
     )
     episodes: int = option(100, "random-start episodes")
     seed: int = option(1_000_000, "seed of the first episode's start state (episode i: seed + i)")
     sample: bool = option(False, "sample actions from the policy instead of its mean")
-    gif: str | None = option(None, "render the first episode to this GIF file")
+    gif: str | None = option(None, "render the first episode to this GIF file", path=True)
     json: bool = option(False, "print one JSON object on the last line of stdout")
 
 
@@ -232,10 +397,15 @@ class EvaluateConfig:
 class ExportConfig:
     """swingup-train export: the actor of a run or checkpoint as a checked ONNX model."""
 
-    source: str = option(help="a run directory or a checkpoint (.pt)", positional=True)
-    out: str | None = option(None, "output .onnx file (default: <run>/actor.onnx)")
+    source: str = option(help="a run directory or a checkpoint (.pt)", positional=True, path=True)
+    out: str | None = option(
+        None,
+        "output .onnx file (default: <run>/actor.onnx for a run directory or a checkpoint in "
+        "its checkpoints/; for any other .pt, its name with .onnx beside it)",
+        path=True,
+    )
     triton_repo: str | None = option(
-        None, "add the model as the next version in this Triton repository"
+        None, "add the model as the next version in this Triton repository", path=True
     )
     model_name: str = option(contract.MODEL_NAME, "the model's name in the Triton repository")
     json: bool = option(False, "print one JSON object on the last line of stdout")

@@ -18,8 +18,10 @@ EVAL_EPISODES = 100
 
 
 def default_output(source: Path) -> Path:
-    run_dir = source if source.is_dir() else source.parent.parent
-    return run_dir / "actor.onnx"
+    """Where export writes without --out: a run's actor.onnx for a run directory or a checkpoint
+    in its checkpoints/; beside any other .pt, under its name (loose.pt: loose.onnx)."""
+    run_dir = checkpoint.run_dir_of(source)
+    return run_dir / "actor.onnx" if run_dir is not None else source.with_suffix(".onnx")
 
 
 def model_metadata(
@@ -57,8 +59,7 @@ def export(source: Path, out: Path | None = None) -> ExportResult:
     Raises CheckpointError for a bad source and ExportError for a failed check; in both cases an
     existing `out` is left as it was.
     """
-    ckpt_path = checkpoint.resolve(source)
-    state = checkpoint.load(ckpt_path)
+    ckpt_path, state = checkpoint.load_source(source)
     actor = actor_from_state(state)
     report = run_episodes(as_policy(torch_mean_std(actor), False, 0), EVAL_EPISODES, seed=EVAL_SEED)
     metadata = model_metadata(state, checkpoint.sha256(ckpt_path), report.mean, report.std)

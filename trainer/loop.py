@@ -34,12 +34,17 @@ KEEP_CHECKPOINTS = 3
 PENDING_TENSORS_LIMIT = 4096
 
 
-class Interrupted(Exception):
-    """Ctrl-C arrived; a checkpoint was written."""
+# Ctrl-C, and what Docker, Kubernetes and Slurm send before they kill: both stop at a checkpoint.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, checkpoint_path: Path) -> None:
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) arrived; a checkpoint was written."""
+
+    def __init__(self, checkpoint_path: Path, signum: int = signal.SIGINT) -> None:
         super().__init__(str(checkpoint_path))
         self.checkpoint_path = checkpoint_path
+        self.signum = signum
 
 
 @dataclass
@@ -90,6 +95,7 @@ class TrainResult:
     wall_s: float
     frames_per_s: float
     final_checkpoint: Path
+    evaluation: EvalRow | None = None  # the final one, when run(evaluate=True)
 
 
 def _seed_everything(seed: int) -> None:
@@ -130,10 +136,13 @@ class Trainer:
             evals = [e for e in read_evals(run_dir) if e.frame <= self.state.frames]
         self.log = RunLog(run_dir, metrics, evals)
         self._stop_requested = False
+        self._stop_signal: int = signal.SIGINT
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def run(self) -> TrainResult:
+    def run(self, evaluate: bool = False) -> TrainResult:
+        """Train to hp.frames. With `evaluate`, end with an evaluation recorded in evals.csv and
+        the plot (reusing one an eval interval ran at the last frame)."""
         hp = self.hp
         per_update = hp.num_envs * hp.n_steps
         with self._sigint_requests_stop():
@@ -151,10 +160,11 @@ class Trainer:
                 if self._stop_requested:
                     path = self._save_checkpoint()
                     self.log.flush()
-                    raise Interrupted(path)
+                    raise Interrupted(path, self._stop_signal)
         if self.state.pending:  # the last partial interval still gets its row
             self._log_row()
         final = self._save_checkpoint()
+        evaluation = self._final_evaluation() if evaluate else None
         self.log.flush()
         self.log.close()
         wall = self.state.train_wall_s
@@ -164,7 +174,14 @@ class Trainer:
             wall_s=wall,
             frames_per_s=self.state.frames / wall if wall > 0 else 0.0,
             final_checkpoint=final,
+            evaluation=evaluation,
         )
+
+    def _final_evaluation(self) -> EvalRow:
+        evals = self.log.evals
+        if evals and evals[-1].frame == self.state.frames:
+            return evals[-1]  # an eval interval ended here: the same policy, the same episodes
+        return self.evaluate_now()
 
     def _collect(self) -> Rollout:
         """Step every env n_steps times. Writes go to numpy buffers allocated once and shared
@@ -299,17 +316,19 @@ class Trainer:
 
     @contextmanager
     def _sigint_requests_stop(self) -> Iterator[None]:
-        """Ctrl-C finishes the current update, writes a checkpoint and stops."""
+        """Ctrl-C or SIGTERM finishes the current update, writes a checkpoint and stops."""
 
         def request_stop(signum: int, frame: FrameType | None) -> None:
             self._stop_requested = True
+            self._stop_signal = signum
 
         try:
-            previous = signal.signal(signal.SIGINT, request_stop)
+            previous = {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
         except ValueError:  # not the main thread: leave signals alone
             yield
             return
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)

@@ -17,7 +17,14 @@ def plot_training(path: Path, metrics: list[MetricsRow], evals: list[EvalRow]) -
     frames = [m.frame for m in metrics]
     fig, axes = plt.subplots(1, 3, figsize=(18, 4.5))
     last = next((m.score for m in reversed(metrics) if m.score == m.score), float("nan"))
-    axes[0].plot(frames, [m.score for m in metrics], label="training score (last 10 episodes)")
+    # A single row draws no line: mark the points so that a short run's plot is not blank.
+    marker = "o" if len(metrics) == 1 else None
+    axes[0].plot(
+        frames,
+        [m.score for m in metrics],
+        marker=marker,
+        label="training score (last 10 episodes)",
+    )
     if evals:
         axes[0].plot(
             [e.frame for e in evals],
@@ -25,12 +32,13 @@ def plot_training(path: Path, metrics: list[MetricsRow], evals: list[EvalRow]) -
             "o-",
             label=f"evaluation ({evals[-1].episodes} random starts, mean action)",
         )
-    axes[0].set_title(f"frame {frames[-1]}. score: {last:.1f}")
+    score = f"{last:.1f}" if last == last else "none yet (no episode has ended)"
+    axes[0].set_title(f"frame {frames[-1]}. score: {score}")
     axes[0].set_xlabel("frames")
     axes[0].set_ylabel("return")
     axes[0].legend(loc="lower right")
     for ax, name in ((axes[1], "actor_loss"), (axes[2], "critic_loss")):
-        ax.plot(frames, [getattr(m, name) for m in metrics])
+        ax.plot(frames, [getattr(m, name) for m in metrics], marker=marker)
         ax.set_title(name)
         ax.set_xlabel("frames")
     fig.tight_layout()

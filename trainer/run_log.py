@@ -61,15 +61,25 @@ def read_evals(run_dir: Path) -> list[EvalRow]:
     return _read(run_dir / EVALS_FILE, EvalRow)
 
 
+class RunLogError(ValueError):
+    """A metrics.csv or evals.csv that is not what this module wrote."""
+
+
 def _read(path: Path, cls: type) -> list[Any]:
     if not path.exists():
         return []
-    with open(path, newline="") as f:
-        types = {f.name: f.type for f in fields(cls)}
-        return [
-            cls(**{k: (int(v) if types[k] in ("int", int) else float(v)) for k, v in row.items()})
-            for row in csv.DictReader(f)
-        ]
+    types = {f.name: f.type for f in fields(cls)}
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != _columns(cls):
+                raise ValueError(f"columns {reader.fieldnames}, expected {_columns(cls)}")
+            return [
+                cls(**{k: (int(v) if types[k] in ("int", int) else float(v)) for k, v in r.items()})
+                for r in reader
+            ]
+    except (OSError, ValueError, TypeError, csv.Error) as exc:
+        raise RunLogError(f"{path} is damaged ({exc})") from None
 
 
 class RunLog:
