@@ -7,8 +7,6 @@ using, because onnxruntime silently falls back to CPU when the CUDA provider can
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ import onnxruntime as ort
 from server.bound import BoundSession
 from server.config import Device
 from server.errors import ModelError
-from swingup import contract
+from swingup import contract, model_contract
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -69,65 +67,17 @@ def session_options() -> ort.SessionOptions:
     return options
 
 
-def parse_numbers(text: str) -> tuple[float, ...]:
-    """A metadata value holding numbers: JSON ("[3]", "2.0") or separated ("3", "-1, -1, -8")."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = [float(t) for t in re.split(r"[\s,]+", text.strip(" ()[]")) if t]
-    if isinstance(value, int | float):
-        return (float(value),)
-    if isinstance(value, list) and all(isinstance(v, int | float) for v in value):
-        return tuple(float(v) for v in value)
-    raise ValueError(text)
-
-
 def check_metadata(metadata: dict[str, str]) -> None:
     """The exported model's metadata must describe the contract this server speaks."""
-    missing = [key for key in contract.REQUIRED_META if key not in metadata]
-    if missing:
-        raise ModelError(f"model metadata lacks {', '.join(missing)}: not a Swingup export")
-    if metadata[contract.META_FORMAT_VERSION] != contract.FORMAT_VERSION:
-        raise ModelError(
-            f"model format version {metadata[contract.META_FORMAT_VERSION]!r}, this server "
-            f"speaks {contract.FORMAT_VERSION!r}"
-        )
-    expected = {
-        contract.META_OBS_SHAPE: (float(contract.OBS_DIM),),
-        contract.META_ACTION_SHAPE: (float(contract.ACTION_DIM),),
-        contract.META_ACTION_LOW: (contract.ACTION_LOW,),
-        contract.META_ACTION_HIGH: (contract.ACTION_HIGH,),
-    }
-    for key, want in expected.items():
-        try:
-            got = parse_numbers(metadata[key])
-        except ValueError:
-            raise ModelError(f"model metadata {key}={metadata[key]!r} is not a number") from None
-        if got != want:
-            raise ModelError(f"model metadata {key}={metadata[key]!r}, the contract has {want}")
+    problem = model_contract.metadata_problem(metadata)
+    if problem:
+        raise ModelError(problem)
 
 
 def _check_graph(session: ort.InferenceSession) -> None:
-    inputs = session.get_inputs()
-    outputs = [o.name for o in session.get_outputs()]
-    if [i.name for i in inputs] != [contract.INPUT_NAME] or outputs != [
-        contract.MEAN_NAME,
-        contract.STD_NAME,
-    ]:
-        raise ModelError(
-            f"model graph takes {[i.name for i in inputs]} and returns {outputs}; the contract "
-            f"is {contract.INPUT_NAME} -> {contract.MEAN_NAME}, {contract.STD_NAME}"
-        )
-    if inputs[0].type != "tensor(float)" or inputs[0].shape[1:] != [contract.OBS_DIM]:
-        raise ModelError(f"model input is {inputs[0].type} {inputs[0].shape}, not float [batch, 3]")
-    if isinstance(inputs[0].shape[0], int):  # a symbolic dimension is a name (or None)
-        raise ModelError(
-            f"model input has a fixed batch size of {inputs[0].shape[0]}: the server batches "
-            "any number of observations, so export it with a dynamic batch dimension"
-        )
-    types = [o.type for o in session.get_outputs()]
-    if types != ["tensor(float)", "tensor(float)"]:
-        raise ModelError(f"model outputs are {', '.join(types)}, not float")
+    problem = model_contract.graph_problem(session)
+    if problem:
+        raise ModelError(problem)
 
 
 def check_onnx(data: bytes, path: Path) -> None:

@@ -18,9 +18,9 @@ from server.runtime import (
     check_metadata,
     choose_providers,
     confirm_providers,
-    parse_numbers,
 )
 from swingup import contract
+from swingup.model_contract import parse_numbers
 
 AZURE = "AzureExecutionProvider"
 
