@@ -9,6 +9,10 @@ import os
 # without a writable home, a read-only root). The Dockerfile sets the same; an operator's own
 # setting wins. Worker processes inherit it.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+# gRPC core's own INFO lines come per connection ("Handshake failed ..." for every plaintext
+# client of a TLS server): any peer could fill the log. Errors still print; an operator's own
+# setting (GRPC_VERBOSITY=INFO or DEBUG, to debug) wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from collections.abc import Sequence
 

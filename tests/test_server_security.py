@@ -116,6 +116,19 @@ def test_tls_serves_and_a_plaintext_client_fails_with_a_clear_error(
     assert '"execution_provider": "CPUExecutionProvider"' in served.stdout
 
 
+def test_failed_handshakes_leave_no_log_line_per_connection(model_path: Path, pki: Pki) -> None:
+    # gRPC core logs "Handshake failed" at INFO for each: any peer could fill the log.
+    tls = ("--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key))
+    with start_server(model_path, *tls) as server:
+        for _ in range(3):
+            with client_of(server) as plaintext, pytest.raises(PolicyError):
+                plaintext.act(observations(1))
+        with client_of(server, ca=pki.ca.cert) as client:
+            client.act(observations(1))
+        assert server.stop() == 0  # its stderr is read to the end
+    assert not [line for line in server.lines if "Handshake failed" in line], server.lines
+
+
 def test_a_tls_client_against_a_plaintext_server_fails_clearly(target: str, pki: Pki) -> None:
     credentials = Credentials(ca=pki.ca.cert)
     with (
