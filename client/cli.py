@@ -79,7 +79,7 @@ class DriveConfig(Connection):
     stream: bool = option(False, "one StreamAct session instead of an Act call per step")
     gif: Path | None = option(None, "render pendulum 0's first episode to this GIF")
     json: bool = option(False, "print a JSON summary as the last line")
-    timeout: float = option(5.0, "deadline of each call, in seconds")
+    timeout: float = option(5.0, "deadline of each call (with --stream: of each step), in seconds")
 
 
 @dataclass

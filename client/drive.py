@@ -24,7 +24,8 @@ def remote_policy(
     reproducible yet differs from step to step.
     """
     if stream:
-        with client.stream(mode, seed) as session:
+        # The client's per-call deadline bounds each step: a frozen server fails the run.
+        with client.stream(mode, seed, step_timeout=client.timeout) as session:
             yield session.act
         return
     seeds = np.random.default_rng(seed) if seed is not None and mode == "sample" else None

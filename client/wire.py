@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,12 +41,31 @@ SERVICE_CONFIG = {
 }
 
 
+# The longest deadline a caller may ask for: gRPC turns a deadline past ~1e10 s (or inf) into
+# one already passed, so every call would fail DEADLINE_EXCEEDED; 11 days is beyond any control
+# loop's need.
+MAX_TIMEOUT_S = 1e6
+
 # How a server in its lame duck begins the message that ends a stream (server.streams.Leaving).
 SERVER_STOPPING = "this server is stopping"
 
 
 def channel_options() -> list[tuple[str, Any]]:
     return [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
+
+
+def timeout_problem(timeout: float) -> str | None:
+    """Why `timeout` is no deadline gRPC keeps (nothing when it is one)."""
+    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT_S):
+        return f"must be a number of seconds > 0 and <= {MAX_TIMEOUT_S:g}"
+    return None
+
+
+def check_timeout(name: str, timeout: float | None) -> None:
+    """ValueError naming the parameter unless `timeout` is None (no deadline) or one gRPC keeps."""
+    problem = None if timeout is None else timeout_problem(timeout)
+    if problem:
+        raise ValueError(f"{name} {timeout!r}: {problem}")
 
 
 @dataclass(frozen=True)

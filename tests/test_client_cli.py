@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from support import Reference
+from support import Reference, frozen
 
 from client.cli import main
+from client.localserver import LocalServer
 from swingup.episodes import run_episodes
 
 SUMMARY_KEYS = {
@@ -153,3 +154,15 @@ def test_the_demo_serves_drives_and_stops(model_path: Path, tmp_path: Path) -> N
     with Image.open(tmp_path / "pendulum.gif") as image:
         assert image.n_frames > 100
     assert "stopped after 600 model calls for 2400 observations" in result.stderr
+
+
+@pytest.mark.timeout(120)  # a hung drive is a failure, not a stuck run
+def test_a_frozen_server_fails_a_streamed_drive_at_the_step_deadline(
+    capsys: pytest.CaptureFixture[str], own_server: LocalServer
+) -> None:
+    assert own_server.target is not None
+    with frozen(own_server):
+        args = ["drive", "--stream", "--timeout", "0.5", "--target", own_server.target]
+        assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err == "swingup-client: error: DEADLINE_EXCEEDED: no reply to step 1 within 0.5 s\n"

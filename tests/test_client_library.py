@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import socket
 import threading
 from collections.abc import Iterator
@@ -11,9 +12,10 @@ from concurrent import futures
 import grpc
 import numpy as np
 import pytest
-from support import Reference, observations
+from support import Reference, frozen, observations
 
 from client import AsyncPolicyClient, PolicyClient, PolicyError, session
+from client.localserver import LocalServer
 from swingup.v1 import policy_pb2 as pb
 from swingup.v1 import policy_pb2_grpc
 
@@ -203,3 +205,127 @@ def test_a_session_moves_to_a_new_stream_only_when_its_server_went_away(
     code: grpc.StatusCode, reopen: bool, reopens: int, moves: bool
 ) -> None:
     assert session.may_reopen(code, reopen, reopens) is moves
+
+
+@pytest.mark.timeout(60)  # a hung step is a failure, not a stuck run
+def test_a_frozen_server_fails_a_stream_step_with_deadline_exceeded(
+    own_server: LocalServer,
+) -> None:
+    assert own_server.target is not None
+    with PolicyClient(own_server.target, timeout=0.5) as client:
+        stream = client.stream()  # each step's deadline is the client's timeout
+        stream.act(observations(1))
+        with frozen(own_server), pytest.raises(PolicyError) as raised:
+            stream.act(observations(1))
+        assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert raised.value.details == "no reply to step 2 within 0.5 s"
+        with pytest.raises(PolicyError, match="the stream is closed"):  # not reopened
+            stream.act(observations(1))
+        with frozen(own_server):
+            untouched = client.stream(step_timeout=0.25)  # a first step and a close, frozen
+            with pytest.raises(PolicyError, match=r"no reply to step 1 within 0\.25 s"):
+                untouched.act(observations(1))
+            idle = client.stream(step_timeout=0.25)
+            with pytest.raises(PolicyError, match=r"did not end the stream within 0\.25 s"):
+                idle.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_frozen_server_fails_an_async_stream_step_with_deadline_exceeded(
+    own_server: LocalServer,
+) -> None:
+    assert own_server.target is not None
+    target = own_server.target
+
+    async def main() -> None:
+        async with AsyncPolicyClient(target, timeout=0.5) as client:
+            stream = client.stream()
+            await stream.act(observations(1))
+            with frozen(own_server), pytest.raises(PolicyError) as raised:
+                await stream.act(observations(1))
+            assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert raised.value.details == "no reply to step 2 within 0.5 s"
+            with frozen(own_server):
+                # A stream that never started: grpc.aio's write waits for it to start.
+                untouched = client.stream(step_timeout=0.25)
+                with pytest.raises(PolicyError, match=r"no reply to step 1 within 0\.25 s"):
+                    await untouched.act(observations(1))
+                idle = client.stream(step_timeout=0.25)
+                with pytest.raises(PolicyError, match=r"did not end the stream within 0\.25 s"):
+                    await idle.close()
+            # The deadline's cancellation ended with the step: the task goes on as before.
+            assert (await client.act(observations(2))).shape == (2, 1)
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(60)
+def test_an_exception_in_a_stream_block_ends_the_stream_without_waiting(
+    own_server: LocalServer,
+) -> None:
+    assert own_server.target is not None
+    with PolicyClient(own_server.target, timeout=30) as client:
+        # Leaving the block on an exception cancels the call instead of waiting for a server
+        # that will not answer, and the caller sees its own exception, not a gRPC one.
+        stream = client.stream()
+        stream.act(observations(1))
+        with frozen(own_server), pytest.raises(KeyError), stream:
+            raise KeyError("the caller's")
+        with pytest.raises(PolicyError, match="the stream is closed"):
+            stream.act(observations(1))
+
+    async def main() -> None:
+        async with AsyncPolicyClient(own_server.target or "", timeout=30) as client:
+            stream = client.stream()
+            await stream.act(observations(1))
+            with frozen(own_server), pytest.raises(KeyError):
+                async with stream:
+                    raise KeyError("the caller's")
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(60)
+def test_a_stream_serves_one_thread_at_a_time(own_server: LocalServer) -> None:
+    assert own_server.target is not None
+    outcomes: queue.SimpleQueue[str] = queue.SimpleQueue()
+    with PolicyClient(own_server.target) as client:
+        stream = client.stream(step_timeout=None)
+        stream.act(observations(1))
+
+        def step() -> None:
+            try:
+                stream.act(observations(1))
+                outcomes.put("answered")
+            except RuntimeError as exc:
+                outcomes.put(str(exc))
+            except PolicyError as exc:
+                outcomes.put(exc.code.name)
+
+        with frozen(own_server):
+            threads = [threading.Thread(target=step) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            # Whichever thread came second is refused at once; the first waits for a reply
+            # until close() from this thread ends its step.
+            assert "one thread at a time" in outcomes.get(timeout=30)
+            stream.close()
+            for thread in threads:
+                thread.join()
+        assert outcomes.get_nowait() == "CANCELLED"
+
+    async def main() -> None:
+        async with AsyncPolicyClient(own_server.target or "") as client:
+            stream = client.stream(step_timeout=None)
+            await stream.act(observations(1))
+            with frozen(own_server):
+                first = asyncio.ensure_future(stream.act(observations(1)))
+                await asyncio.sleep(0)  # yields once: the first step is now waiting
+                with pytest.raises(RuntimeError, match="one task at a time"):
+                    await stream.act(observations(1))
+                await stream.close()
+                with pytest.raises(PolicyError) as raised:
+                    await first
+                assert raised.value.code == grpc.StatusCode.CANCELLED
+
+    asyncio.run(main())
