@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from google.protobuf import json_format
 
+from client import wire
 from client.drive import drive, summary
 from client.errors import PolicyError
 from client.policy_client import PolicyClient
@@ -94,8 +95,9 @@ class HealthConfig(Connection):
 
 
 def _check_timeout(timeout: float) -> None:
-    if not timeout > 0:
-        raise UsageError(f"--timeout {timeout}: must be > 0")
+    problem = wire.timeout_problem(timeout)
+    if problem:
+        raise UsageError(f"--timeout {timeout:g}: {problem}")
 
 
 def drive_command(config: DriveConfig) -> int:

@@ -57,7 +57,7 @@ def channel_options() -> list[tuple[str, Any]]:
 def timeout_problem(timeout: float) -> str | None:
     """Why `timeout` is no deadline gRPC keeps (nothing when it is one)."""
     if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT_S):
-        return f"must be a number of seconds > 0 and <= {MAX_TIMEOUT_S:g}"
+        return f"must be a number of seconds > 0 and <= {MAX_TIMEOUT_S:.0f}"
     return None
 
 

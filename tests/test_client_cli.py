@@ -112,7 +112,14 @@ def test_an_absent_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
         (["drive", "--pendulums", "0"], "--pendulums and --episodes must be >= 1"),
         (["drive", "--mode", "greedy"], "invalid choice: 'greedy'"),
         (["drive", "--seed", "-1"], "--seed -1"),
-        (["info", "--timeout", "0"], "--timeout 0"),
+        (["info", "--timeout", "0"], "--timeout 0: must be a number of seconds > 0"),
+        (["info", "--timeout", "-1"], "--timeout -1: must be"),
+        (["drive", "--timeout", "inf"], "--timeout inf: must be"),
+        (["health", "--timeout", "nan"], "--timeout nan: must be"),
+        (
+            ["versions", "--timeout", "1e10"],
+            "--timeout 1e+10: must be a number of seconds > 0 and <= 1000000",
+        ),
         (["fly"], "invalid choice: 'fly'"),
     ],
 )

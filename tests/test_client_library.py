@@ -64,6 +64,23 @@ def test_wrong_shapes_and_modes_are_refused_before_sending(client: PolicyClient)
         client.stream(mode="greedy")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("timeout", [0.0, -1.0, float("inf"), float("nan"), 1e10])
+def test_a_deadline_grpc_cannot_keep_is_refused(target: str, timeout: float) -> None:
+    """gRPC turns a deadline past ~1e10 s into one already passed: every call would fail."""
+    with pytest.raises(ValueError, match=r"^timeout .*: must be a number of seconds > 0"):
+        PolicyClient(target, timeout=timeout)
+    with pytest.raises(ValueError, match=r"^timeout .*: must be"):
+        AsyncPolicyClient(target, timeout=timeout)
+    with PolicyClient(target, timeout=None) as client:  # None: no deadline at all
+        assert client.act(observations(1)).shape == (1, 1)
+        with pytest.raises(ValueError, match=r"^step_timeout .*: must be"):
+            client.stream(step_timeout=timeout)
+        with pytest.raises(ValueError, match=r"^timeout .*: must be"):
+            client.stream(timeout=timeout)
+        with client.stream(step_timeout=1e6, timeout=1e6) as stream:  # the longest allowed
+            assert stream.act(observations(1)).shape == (1, 1)
+
+
 def test_info_and_health(client: PolicyClient) -> None:
     assert client.info().execution_provider == "CPUExecutionProvider"
     assert client.health() == "SERVING"
