@@ -100,12 +100,40 @@ def _check_timeout(timeout: float) -> None:
         raise UsageError(f"--timeout {timeout:g}: {problem}")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _check_output(flag: str, path: Path) -> None:
+    """Refuse an output path that cannot be written before the work that fills it, not after."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory")
+    existing = path.parent
+    while not existing.exists():  # the writer creates missing directories
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{flag} {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: {existing} is not writable")
+
+
 def drive_command(config: DriveConfig) -> int:
     _check_timeout(config.timeout)
     if config.pendulums < 1 or config.episodes < 1:
         raise UsageError("--pendulums and --episodes must be >= 1")
     if config.seed is not None and not 0 <= config.seed < 2**63:
         raise UsageError(f"--seed {config.seed}: must be between 0 and 2**63 - 1")
+    if config.gif is not None:
+        _check_output("--gif", config.gif)
+    done = 0
+
+    def print_returns(returns: list[float]) -> None:
+        # As each round ends: a failure in a later round does not hide these.
+        nonlocal done
+        for value in returns:
+            done += 1
+            print(f"episode {done}: return {value:.2f}", flush=True)
+
     with config.client(config.timeout) as client:
         report = drive(
             client,
@@ -115,12 +143,12 @@ def drive_command(config: DriveConfig) -> int:
             seed=config.seed,
             stream=config.stream,
             gif=config.gif,
+            on_returns=print_returns,
         )
     figures = summary(report)
-    for i, value in enumerate(report.returns):
-        print(f"episode {i + 1}: return {value:.2f}")
     print(
-        f"{figures['episodes']} episodes on {config.pendulums} pendulum(s), {config.mode} actions"
+        f"{_count(figures['episodes'], 'episode')} on {_count(config.pendulums, 'pendulum')}, "
+        f"{config.mode} actions"
         f"{' over a stream' if config.stream else ''}: mean return {figures['mean']:.2f} "
         f"± {figures['std']:.2f}; {figures['steps_per_s']:.0f} steps/s; policy latency "
         f"p50 {figures['latency_p50_ms']:.3f} ms, p99 {figures['latency_p99_ms']:.3f} ms"

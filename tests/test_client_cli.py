@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -79,8 +80,27 @@ def test_drive_writes_a_gif(
 
 def test_an_unwritable_gif_is_one_line(capsys: pytest.CaptureFixture[str], target: str) -> None:
     assert main(["drive", "--target", target, "--gif", "/proc/swingup.gif"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("swingup-client: error:") and err.count("\n") == 1
+    captured = capsys.readouterr()
+    # The user's path, not the temporary file's beside it; the returns are printed all the same.
+    assert captured.err.startswith("swingup-client: error:") and captured.err.count("\n") == 1
+    assert captured.err.endswith(": /proc/swingup.gif\n")
+    assert captured.out.startswith("episode 1: return")
+
+
+def test_a_gif_path_that_cannot_be_written_is_refused_before_driving(
+    capsys: pytest.CaptureFixture[str], target: str, tmp_path: Path
+) -> None:
+    (tmp_path / "file").touch()
+    for gif, message in (
+        (tmp_path, f"--gif {tmp_path}: is a directory"),
+        (tmp_path / "file" / "x.gif", f"--gif {tmp_path}/file/x.gif: {tmp_path}/file is not a"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            raise SystemExit(main(["drive", "--target", target, "--gif", str(gif)]))
+        assert exited.value.code == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""  # nothing ran
+        assert message in captured.err and captured.err.count("\n") == 1
 
 
 def test_info_prints_the_model_description(capsys: pytest.CaptureFixture[str], target: str) -> None:
@@ -173,3 +193,29 @@ def test_a_frozen_server_fails_a_streamed_drive_at_the_step_deadline(
         assert main(args) == 1
     err = capsys.readouterr().err
     assert err == "swingup-client: error: DEADLINE_EXCEEDED: no reply to step 1 within 0.5 s\n"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("stream", [[], ["--stream"]])
+def test_ctrl_c_is_one_line_and_keeps_the_returns_printed_so_far(
+    target: str, stream: list[str]
+) -> None:
+    command = ["drive", "--target", target, "--episodes", "1000", *stream]
+    drive = subprocess.Popen(
+        [sys.executable, "-m", "client", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert drive.stdout is not None
+        # Each episode's return is printed as it ends: the first says the drive is under way.
+        assert drive.stdout.readline().startswith("episode 1: return")
+        drive.send_signal(signal.SIGINT)
+        out, err = drive.communicate(timeout=60)
+    finally:
+        drive.kill()
+        drive.wait()
+    assert (drive.returncode, err) == (130, "swingup-client: interrupted\n")
+    assert all(line.startswith("episode ") for line in out.splitlines())
