@@ -41,7 +41,9 @@ class Connection:
     tls_cert: Path | None = option(None, "mutual TLS: this client's PEM certificate")
     tls_key: Path | None = option(None, "mutual TLS: the PEM private key of --tls-cert")
     token_file: Path | None = option(
-        None, f"send the bearer token on this file's first line (none: ${TOKEN_VARIABLE})"
+        None,
+        f"send the bearer token in this file: its first line that is not blank or a # comment "
+        f"(none: ${TOKEN_VARIABLE})",
     )
 
     def credentials(self) -> Credentials:
@@ -53,20 +55,44 @@ class Connection:
             ("--tls-key", self.tls_key),
             ("--token-file", self.token_file),
         ):
-            if path is not None and not path.is_file():
-                raise UsageError(f"{flag} {path}: no such file")
-        token = os.environ.get(TOKEN_VARIABLE) or None
+            if path is not None:
+                _check_file(flag, path)
+        try:
+            token = self._token()
+            return Credentials(
+                tls=self.tls, ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key, token=token
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _token(self) -> str | None:
         if self.token_file is not None:
-            lines = self.token_file.read_text().split()
-            if not lines:
-                raise UsageError(f"--token-file {self.token_file}: holds no token")
-            token = lines[0]
-        return Credentials(
-            tls=self.tls, ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key, token=token
-        )
+            try:
+                return wire.read_token(self.token_file)
+            except ValueError as exc:
+                raise UsageError(f"--token-file {exc}") from None
+        token = os.environ.get(TOKEN_VARIABLE) or None
+        problem = None if token is None else wire.token_problem(token)
+        if problem:
+            raise UsageError(f"${TOKEN_VARIABLE}: the token {problem}")
+        return token
 
     def client(self, timeout: float) -> PolicyClient:
-        return PolicyClient(self.target, timeout=timeout, credentials=self.credentials())
+        problem = wire.target_problem(self.target)
+        if problem:
+            raise UsageError(f"--target {self.target!r}: {problem}")
+        credentials = self.credentials()
+        try:
+            return PolicyClient(self.target, timeout=timeout, credentials=credentials)
+        except ValueError as exc:  # a TLS file that is not what its flag says
+            raise UsageError(str(exc)) from None
+
+
+def _check_file(flag: str, path: Path) -> None:
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory")
+    if not path.is_file():
+        raise UsageError(f"{flag} {path}: no such file")
 
 
 @dataclass

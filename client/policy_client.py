@@ -37,6 +37,7 @@ class PolicyClient:
         self, target: str, timeout: float | None = 5.0, credentials: Credentials | None = None
     ) -> None:
         wire.check_timeout("timeout", timeout)
+        wire.check_target(target)
         self.target = target
         self.timeout = timeout
         self.credentials = credentials or Credentials()

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from certs import Authority
 from PIL import Image
 from support import Reference, frozen
 
-from client.cli import main
+from client.cli import Connection, main
 from client.localserver import LocalServer
 from swingup.episodes import run_episodes
 
@@ -219,3 +220,77 @@ def test_ctrl_c_is_one_line_and_keeps_the_returns_printed_so_far(
         drive.wait()
     assert (drive.returncode, err) == (130, "swingup-client: interrupted\n")
     assert all(line.startswith("episode ") for line in out.splitlines())
+
+
+def test_the_token_is_the_files_first_line_that_is_not_blank_or_a_comment(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "token"
+    path.write_text("# the controllers' token\n\n  s3cret-token  \nsecond-line\n")
+    assert Connection(token_file=path).credentials().token == "s3cret-token"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff\xfe\n", "not a text file"),
+        (b"# only a comment\n\n", "holds no token"),
+        (b"tok en\n", "the token must be visible ASCII characters without spaces"),
+        ("t\u00f6ken\n".encode(), "the token must be visible ASCII"),
+    ],
+)
+def test_a_token_file_without_a_usable_token_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "token"
+    path.write_bytes(content)
+    assert main(["info", "--token-file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"swingup-client: error: --token-file {path}: {message}")
+    assert err.count("\n") == 1
+    assert main(["info", "--token-file", str(tmp_path)]) == 2
+    assert f"--token-file {tmp_path}: is a directory\n" in capsys.readouterr().err
+
+
+def test_a_token_variable_that_is_not_visible_ascii_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWINGUP_TOKEN", "t\u00f6ken")
+    assert main(["info"]) == 2
+    assert "$SWINGUP_TOKEN: the token must be visible ASCII" in capsys.readouterr().err
+
+
+def test_tls_files_are_checked_before_any_call(
+    capsys: pytest.CaptureFixture[str], target: str, tmp_path: Path
+) -> None:
+    ca = Authority.create(tmp_path / "ca")
+    mine, other = ca.issue("controller", server=False), ca.issue("other", server=False)
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate\n")
+    for flags, message in (
+        (["--tls-ca", str(not_pem)], f"{not_pem}: not a PEM CA certificate"),
+        (
+            ["--tls-ca", str(ca.cert), "--tls-cert", str(mine.cert), "--tls-key", str(other.key)],
+            f"{mine.cert} and {other.key}: not a matching PEM certificate and private key",
+        ),
+        (["--tls-ca", str(tmp_path)], f"--tls-ca {tmp_path}: is a directory"),
+    ):
+        assert main(["info", "--target", target, *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"swingup-client: error: {message}") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("", "--target '': is empty"),
+        ("127.0.0.1:99999", "port 99999 is not between 0 and 65535"),
+        ("ipv4:127.0.0.1:50051,127.0.0.1:70000", "port 70000 is not between"),
+    ],
+)
+def test_a_target_grpc_would_misread_is_one_line(
+    capsys: pytest.CaptureFixture[str], address: str, message: str
+) -> None:
+    assert main(["health", "--target", address]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

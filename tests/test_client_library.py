@@ -8,6 +8,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -16,6 +17,7 @@ from support import Reference, frozen, observations
 
 from client import AsyncPolicyClient, PolicyClient, PolicyError, session
 from client.localserver import LocalServer
+from client.wire import Credentials
 from swingup.v1 import policy_pb2 as pb
 from swingup.v1 import policy_pb2_grpc
 
@@ -346,3 +348,17 @@ def test_a_stream_serves_one_thread_at_a_time(own_server: LocalServer) -> None:
                 assert raised.value.code == grpc.StatusCode.CANCELLED
 
     asyncio.run(main())
+
+
+def test_credentials_and_targets_grpc_would_misuse_are_refused_up_front(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="token: must be visible ASCII"):
+        Credentials(token="t\u00f6ken")  # gRPC core would fail it as 'Invalid metadata'
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    with pytest.raises(ValueError, match=r"ca\.pem: not a PEM CA certificate"):
+        PolicyClient("127.0.0.1:1", credentials=Credentials(ca=not_pem))
+    for target in ("", "127.0.0.1:99999"):
+        with pytest.raises(ValueError, match=r"^target '.*': "):
+            PolicyClient(target)
+        with pytest.raises(ValueError, match=r"^target '.*': "):
+            AsyncPolicyClient(target)
