@@ -187,12 +187,22 @@ def check_target(target: str) -> None:
         raise ValueError(f"target {target!r}: {problem}")
 
 
+# How gRPC's details say why no connection came up: nothing listening, or no address for the
+# name (c-ares and the native resolver word it differently). Anything else may be TLS.
+_REFUSED = "Connection refused"
+_UNRESOLVED = ("errors resolving", "DNS resolution failed", "Domain name not found")
+
+
 def hint(code: grpc.StatusCode, details: str, credentials: Credentials) -> str:
-    """What an UNAVAILABLE probably means, for the error message: a TLS mismatch or no server.
-    Nothing when a server said it is stopping (a stream's end in its lame duck, server.streams):
-    one answered."""
+    """What an UNAVAILABLE probably means, for the error message, from gRPC's details: nothing
+    listening, a name that does not resolve, else a TLS mismatch. Nothing when a server said it
+    is stopping (a stream's end in its lame duck, server.streams): one answered."""
     if code != grpc.StatusCode.UNAVAILABLE or details.startswith(SERVER_STOPPING):
         return ""
+    if _REFUSED in details:
+        return " (nothing listens at the target: is the server running, on this host and port?)"
+    if any(marker in details for marker in _UNRESOLVED):
+        return " (the target's host name does not resolve)"
     if credentials.secure:
         return (
             " (no TLS handshake succeeded: is the server serving TLS with a certificate the "

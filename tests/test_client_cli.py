@@ -125,6 +125,7 @@ def test_an_absent_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
             assert main([*command, "--target", target, "--timeout", "2"]) == 1
             err = capsys.readouterr().err
             assert err.startswith("swingup-client: error: UNAVAILABLE") and err.count("\n") == 1
+            assert "(nothing listens at the target: is the server running" in err
 
 
 @pytest.mark.parametrize(

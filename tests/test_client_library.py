@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from support import Reference, frozen, observations
 
-from client import AsyncPolicyClient, PolicyClient, PolicyError, session
+from client import AsyncPolicyClient, PolicyClient, PolicyError, session, wire
 from client.localserver import LocalServer
 from client.wire import Credentials
 from swingup.v1 import policy_pb2 as pb
@@ -102,6 +102,36 @@ def test_no_server_is_unavailable() -> None:
             assert raised.value.code == grpc.StatusCode.UNAVAILABLE
             with pytest.raises(PolicyError, match=f"no server at {target}"):
                 nobody.wait_ready(timeout=0.2)
+
+
+@pytest.mark.parametrize(
+    ("details", "secure", "says"),
+    [  # details as gRPC 1.85 words them
+        (
+            "connections to all backends failing; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+            "Failed to connect to remote host: Connection refused",
+            True,
+            "nothing listens at the target",
+        ),
+        (
+            "errors resolving nosuchhost.invalid:50051: [field:hostname lookup error:address "
+            "lookup failed for nosuchhost.invalid:50051: Domain name not found]",
+            False,
+            "the target's host name does not resolve",
+        ),
+        (
+            "connections to all backends failing; last error: UNKNOWN: ipv4:127.0.0.1:9: "
+            "Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: WRONG_VERSION_NUMBER",
+            True,
+            "no TLS handshake succeeded",
+        ),
+        ("failed to connect to all addresses; Socket closed", False, "if the server serves TLS"),
+        ("this server is stopping; go on with a new stream", False, ""),
+    ],
+)
+def test_the_unavailable_hint_follows_the_details(details: str, secure: bool, says: str) -> None:
+    extra = wire.hint(grpc.StatusCode.UNAVAILABLE, details, Credentials(tls=secure))
+    assert says in extra and (extra == "") == (says == "")
 
 
 def test_the_async_client_does_the_same(target: str, reference: Reference) -> None:
