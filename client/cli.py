@@ -27,6 +27,9 @@ ENV_PREFIX = "SWINGUP_CLIENT_"
 TOKEN_VARIABLE = "SWINGUP_TOKEN"
 PROG = "swingup-client"
 EXIT_FAILED = 1
+# A server takes at most 65536 observations a call (its --max-batch bound); more pendulums
+# could never be served, and building their environments alone takes minutes.
+MAX_PENDULUMS = 65_536
 
 C = TypeVar("C")
 
@@ -143,10 +146,25 @@ def _check_output(flag: str, path: Path) -> None:
         raise UsageError(f"{flag} {path}: {existing} is not writable")
 
 
+def _check_batch(client: PolicyClient, pendulums: int) -> None:
+    """Refuse more pendulums than the server takes in a call before building their
+    environments (which takes long and much memory for many), not at the first step."""
+    if pendulums == 1:  # every server takes one
+        return
+    max_batch = client.info().batching.max_batch
+    if max_batch and pendulums > max_batch:
+        raise UsageError(
+            f"--pendulums {pendulums}: the server takes at most {max_batch} observations a "
+            "call (its --max-batch)"
+        )
+
+
 def drive_command(config: DriveConfig) -> int:
     _check_timeout(config.timeout)
     if config.pendulums < 1 or config.episodes < 1:
         raise UsageError("--pendulums and --episodes must be >= 1")
+    if config.pendulums > MAX_PENDULUMS:
+        raise UsageError(f"--pendulums {config.pendulums}: at most {MAX_PENDULUMS}")
     if config.seed is not None and not 0 <= config.seed < 2**63:
         raise UsageError(f"--seed {config.seed}: must be between 0 and 2**63 - 1")
     if config.gif is not None:
@@ -161,6 +179,7 @@ def drive_command(config: DriveConfig) -> int:
             print(f"episode {done}: return {value:.2f}", flush=True)
 
     with config.client(config.timeout) as client:
+        _check_batch(client, config.pendulums)
         report = drive(
             client,
             config.pendulums,

@@ -104,6 +104,18 @@ def test_a_gif_path_that_cannot_be_written_is_refused_before_driving(
         assert message in captured.err and captured.err.count("\n") == 1
 
 
+def test_more_pendulums_than_the_server_takes_is_one_line_before_any_environment(
+    capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    assert main(["drive", "--target", target, "--pendulums", "4097"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "swingup-client: error: --pendulums 4097: the server takes at most 4096 observations "
+        "a call (its --max-batch)\n"
+    )
+
+
 def test_info_prints_the_model_description(capsys: pytest.CaptureFixture[str], target: str) -> None:
     assert main(["info", "--target", target]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -132,6 +144,7 @@ def test_an_absent_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
     ("args", "message"),
     [
         (["drive", "--pendulums", "0"], "--pendulums and --episodes must be >= 1"),
+        (["drive", "--pendulums", "100000"], "--pendulums 100000: at most 65536"),
         (["drive", "--mode", "greedy"], "invalid choice: 'greedy'"),
         (["drive", "--seed", "-1"], "--seed -1"),
         (["info", "--timeout", "0"], "--timeout 0: must be a number of seconds > 0"),
