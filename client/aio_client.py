@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -17,14 +17,15 @@ from client.errors import PolicyError
 from client.session import CLIENT_TIMEOUT, Default, StreamSession
 from client.wire import Credentials, Mode
 from swingup import contract
+from swingup.v1 import admin_pb2, admin_pb2_grpc, policy_pb2_grpc
 from swingup.v1 import policy_pb2 as pb
-from swingup.v1 import policy_pb2_grpc
 
 R = TypeVar("R")
 
 
 class AsyncPolicyClient:
-    """`async with AsyncPolicyClient(target) as client: await client.act(obs)`."""
+    """`async with AsyncPolicyClient(target) as client: await client.act(obs)`: the calls of
+    `PolicyClient`, awaited, with the same deadlines, retries and errors."""
 
     def __init__(
         self, target: str, timeout: float | None = 5.0, credentials: Credentials | None = None
@@ -34,6 +35,7 @@ class AsyncPolicyClient:
         self.target = target
         self.timeout = timeout
         self.credentials = credentials or Credentials()
+        self._closed = False
         options = wire.channel_options()
         if self.credentials.secure:
             channel_credentials = self.credentials.channel_credentials()
@@ -43,6 +45,11 @@ class AsyncPolicyClient:
         self._metadata = self.credentials.metadata()
         self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PolicyError(grpc.StatusCode.FAILED_PRECONDITION, "the client is closed")
 
     def _error(self, exc: grpc.RpcError) -> PolicyError:
         error = PolicyError.from_rpc(exc)
@@ -57,6 +64,9 @@ class AsyncPolicyClient:
             reply = await self._stub.Act(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
+        except grpc.aio.UsageError:  # gRPC's word for a closed channel
+            self._check_open()
+            raise
         return wire.actions_of(reply.actions, len(request.obs) // contract.OBS_DIM)
 
     def stream(
@@ -74,23 +84,47 @@ class AsyncPolicyClient:
         step = self.timeout if step_timeout is CLIENT_TIMEOUT else step_timeout
         return AsyncPolicyStream(self, mode, seed, timeout, reopen, step)
 
-    async def info(self) -> pb.ModelInfo:
+    async def _unary(self, method: Callable[..., Awaitable[R]], request: object) -> R:
+        """One call with this client's deadline and metadata; gRPC errors become PolicyError."""
         try:
-            return await self._stub.GetModelInfo(
-                pb.GetModelInfoRequest(), timeout=self.timeout, metadata=self._metadata
-            )
+            return await method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
+        except grpc.aio.UsageError:  # gRPC's word for a closed channel
+            self._check_open()
+            raise
+
+    async def info(self) -> pb.ModelInfo:
+        return await self._unary(self._stub.GetModelInfo, pb.GetModelInfoRequest())
+
+    async def reload_model(self) -> admin_pb2.ReloadModelResponse:
+        """AdminService.ReloadModel: swap in the highest valid version now."""
+        return await self._unary(self._admin.ReloadModel, admin_pb2.ReloadModelRequest())
+
+    async def list_versions(self) -> admin_pb2.ListVersionsResponse:
+        """AdminService.ListVersions: the versions on disk and the state of each."""
+        return await self._unary(self._admin.ListVersions, admin_pb2.ListVersionsRequest())
 
     async def health(self, service: str = "") -> str:
+        """The server's health status name ("SERVING", "NOT_SERVING", ...) for `service`."""
         request = health_pb2.HealthCheckRequest(service=service)
         try:
-            reply = await self._health.Check(request, timeout=self.timeout, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
+            reply = await self._unary(self._health.Check, request)
+        except PolicyError as exc:
+            raise wire.health_error(exc, service) from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until the channel is connected, or raise PolicyError(UNAVAILABLE)."""
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), timeout)
+        except asyncio.TimeoutError:
+            raise PolicyError(
+                grpc.StatusCode.UNAVAILABLE, f"no server at {self.target} after {timeout:g} s"
+            ) from None
+
     async def close(self) -> None:
+        self._closed = True
         await self._channel.close(None)
 
     async def __aenter__(self) -> AsyncPolicyClient:
@@ -127,6 +161,7 @@ class AsyncPolicyStream(StreamSession):
 
     def _start(self) -> grpc.aio.StreamStreamCall[pb.StreamActRequest, pb.StreamActResponse]:
         client = self._client
+        client._check_open()
         return client._stub.StreamAct(None, timeout=self._timeout(), metadata=client._metadata)
 
     async def act(self, obs: np.ndarray) -> np.ndarray:

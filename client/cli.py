@@ -246,8 +246,11 @@ def _reporting(handler: Callable[[C], int]) -> Callable[[C], int]:
         except PolicyError as exc:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
+        except BrokenPipeError:
+            raise  # stdout's reader left (`| head`): run() ends quietly
         except OSError as exc:  # the GIF could not be written
-            print(f"{PROG}: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+            where = "" if exc.filename is None else f": {exc.filename}"
+            print(f"{PROG}: error: {exc.strerror or exc}{where}", file=sys.stderr)
             return EXIT_FAILED
 
     return wrapped

@@ -28,8 +28,10 @@ class PolicyClient:
     """A channel to a policy server. `timeout` is each call's deadline in seconds (None: none;
     else > 0 and <= wire.MAX_TIMEOUT_S, or ValueError).
 
-    UNAVAILABLE is retried with backoff by gRPC itself (see `wire.RETRY_POLICY`); any other
-    failure raises `PolicyError` carrying the status code and the server's message.
+    PolicyService calls (act, info, a stream's opening) that fail UNAVAILABLE are retried with
+    backoff by gRPC itself (see `wire.RETRY_POLICY`); health, reload_model and list_versions
+    are not. Any failure raises `PolicyError` carrying the status code and the server's
+    message. A closed client raises PolicyError(FAILED_PRECONDITION).
     `credentials` choose TLS, a client certificate and a bearer token (default: plaintext).
     """
 
@@ -114,7 +116,10 @@ class PolicyClient:
     def health(self, service: str = "") -> str:
         """The server's health status name ("SERVING", "NOT_SERVING", ...) for `service`."""
         request = health_pb2.HealthCheckRequest(service=service)
-        reply = self._unary(self._health.Check, request)
+        try:
+            reply = self._unary(self._health.Check, request)
+        except PolicyError as exc:
+            raise wire.health_error(exc, service) from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     def wait_ready(self, timeout: float) -> None:

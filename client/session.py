@@ -62,7 +62,8 @@ class StreamSession:
         reopen: bool,
         step_timeout: float | None = None,
     ) -> None:
-        wire.mode_value(mode)  # refuse a bad mode now, not at the first step
+        wire.mode_value(mode)  # refuse a bad mode or seed now, not at the first step
+        wire.check_seed(seed)
         wire.check_timeout("timeout", timeout)
         wire.check_timeout("step_timeout", step_timeout)
         self.mode = mode

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import grpc
 import numpy as np
 
+from client.errors import PolicyError
 from swingup import contract
 from swingup.v1 import policy_pb2 as pb
 
@@ -211,6 +212,13 @@ def hint(code: grpc.StatusCode, details: str, credentials: Credentials) -> str:
     return " (no plaintext server answered: if the server serves TLS, pass --tls-ca or --tls)"
 
 
+def health_error(error: PolicyError, service: str) -> PolicyError:
+    """A failed health check, with words where the health service gives none (NOT_FOUND)."""
+    if error.code == grpc.StatusCode.NOT_FOUND and not error.details:
+        return PolicyError(error.code, f"the server knows no service {service!r}")
+    return error
+
+
 def mode_value(mode: Mode) -> pb.Mode.ValueType:
     try:
         return _MODES[mode]
@@ -237,7 +245,15 @@ def actions_of(values: Any, batch: int) -> np.ndarray:
     return np.array(values, dtype=np.float32).reshape(batch, contract.ACTION_DIM)
 
 
+def check_seed(seed: int | None) -> None:
+    """ValueError naming the seed unless it fits the proto's uint64 (protobuf's own error
+    says only 'Value out of range')."""
+    if seed is not None and not 0 <= seed < 2**64:
+        raise ValueError(f"seed {seed}: must be between 0 and 2**64 - 1")
+
+
 def act_request(obs: np.ndarray, mode: Mode, seed: int | None) -> pb.ActRequest:
+    check_seed(seed)
     return pb.ActRequest(obs=packed_obs(obs), mode=mode_value(mode), seed=seed)
 
 

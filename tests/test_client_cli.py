@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -116,6 +117,32 @@ def test_more_pendulums_than_the_server_takes_is_one_line_before_any_environment
     )
 
 
+def test_a_reader_that_leaves_ends_the_output_quietly(target: str) -> None:
+    """`swingup-client info | head -3`: stdout's pipe closes, and that is no error to report."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "client", "info", "--target", target],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (1, "")
+
+
+def test_an_unknown_health_service_is_named(
+    capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    assert main(["health", "--target", target, "--service", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert err == "swingup-client: error: NOT_FOUND: the server knows no service 'nope'\n"
+
+
 def test_info_prints_the_model_description(capsys: pytest.CaptureFixture[str], target: str) -> None:
     assert main(["info", "--target", target]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -179,6 +206,20 @@ def test_the_console_script_is_installed(target: str) -> None:
         env={"SWINGUP_CLIENT_TARGET": target, "PATH": ""},
     )
     assert (result.returncode, result.stdout) == (0, "SERVING\n"), result.stderr
+
+
+def test_a_demo_output_directory_that_cannot_be_made_is_one_line_before_serving() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "client.demo", "--out", "/proc/swingup-demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert (
+        result.stderr == "client.demo: error: --out /proc/swingup-demo: No such file or directory\n"
+    )
 
 
 def test_the_demo_serves_drives_and_stops(model_path: Path, tmp_path: Path) -> None:

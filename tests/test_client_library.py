@@ -83,6 +83,33 @@ def test_a_deadline_grpc_cannot_keep_is_refused(target: str, timeout: float) -> 
             assert stream.act(observations(1)).shape == (1, 1)
 
 
+def test_a_closed_client_says_so(target: str) -> None:
+    client = PolicyClient(target)
+    client.close()
+    for call in (lambda: client.act(observations(1)), client.info, client.health, client.stream):
+        with pytest.raises(PolicyError, match="FAILED_PRECONDITION: the client is closed"):
+            call()
+
+    async def main() -> None:
+        closed = AsyncPolicyClient(target)
+        await closed.close()
+        for call in (lambda: closed.act(observations(1)), closed.info, closed.list_versions):
+            with pytest.raises(PolicyError, match="the client is closed"):
+                await call()
+        with pytest.raises(PolicyError, match="the client is closed"):
+            closed.stream()
+
+    asyncio.run(main())
+
+
+def test_a_seed_out_of_range_is_named(client: PolicyClient) -> None:
+    for seed in (-1, 2**64):
+        with pytest.raises(ValueError, match=f"seed {seed}: must be between 0 and 2"):
+            client.act(observations(1), mode="sample", seed=seed)
+        with pytest.raises(ValueError, match=f"seed {seed}: must be between"):
+            client.stream(mode="sample", seed=seed)
+
+
 def test_info_and_health(client: PolicyClient) -> None:
     assert client.info().execution_provider == "CPUExecutionProvider"
     assert client.health() == "SERVING"
@@ -90,6 +117,7 @@ def test_info_and_health(client: PolicyClient) -> None:
     with pytest.raises(PolicyError) as raised:
         client.health("nothing.Here")
     assert raised.value.code == grpc.StatusCode.NOT_FOUND
+    assert raised.value.details == "the server knows no service 'nothing.Here'"
 
 
 def test_no_server_is_unavailable() -> None:
@@ -147,6 +175,10 @@ def test_the_async_client_does_the_same(target: str, reference: Reference) -> No
                 assert (await stream.act(obs)).shape == (6, 1)
             assert (await client.info()).batching.max_batch == 4096
             assert await client.health() == "SERVING"
+            # The rest of PolicyClient's calls, awaited.
+            await client.wait_ready(timeout=10)
+            with PolicyClient(target) as blocking:
+                assert (await client.list_versions()) == blocking.list_versions()
             with pytest.raises(PolicyError) as raised:
                 await client.act(np.full((2, 3), np.nan, dtype=np.float32))
             assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
