@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from google.protobuf import json_format
 
+from client import wire
 from client.drive import drive, summary
 from client.errors import PolicyError
 from client.policy_client import PolicyClient
@@ -26,6 +27,9 @@ ENV_PREFIX = "SWINGUP_CLIENT_"
 TOKEN_VARIABLE = "SWINGUP_TOKEN"
 PROG = "swingup-client"
 EXIT_FAILED = 1
+# A server takes at most 65536 observations a call (its --max-batch bound); more pendulums
+# could never be served, and building their environments alone takes minutes.
+MAX_PENDULUMS = 65_536
 
 C = TypeVar("C")
 
@@ -40,7 +44,9 @@ class Connection:
     tls_cert: Path | None = option(None, "mutual TLS: this client's PEM certificate")
     tls_key: Path | None = option(None, "mutual TLS: the PEM private key of --tls-cert")
     token_file: Path | None = option(
-        None, f"send the bearer token on this file's first line (none: ${TOKEN_VARIABLE})"
+        None,
+        f"send the bearer token in this file: its first line that is not blank or a # comment "
+        f"(none: ${TOKEN_VARIABLE})",
     )
 
     def credentials(self) -> Credentials:
@@ -52,20 +58,44 @@ class Connection:
             ("--tls-key", self.tls_key),
             ("--token-file", self.token_file),
         ):
-            if path is not None and not path.is_file():
-                raise UsageError(f"{flag} {path}: no such file")
-        token = os.environ.get(TOKEN_VARIABLE) or None
+            if path is not None:
+                _check_file(flag, path)
+        try:
+            token = self._token()
+            return Credentials(
+                tls=self.tls, ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key, token=token
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _token(self) -> str | None:
         if self.token_file is not None:
-            lines = self.token_file.read_text().split()
-            if not lines:
-                raise UsageError(f"--token-file {self.token_file}: holds no token")
-            token = lines[0]
-        return Credentials(
-            tls=self.tls, ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key, token=token
-        )
+            try:
+                return wire.read_token(self.token_file)
+            except ValueError as exc:
+                raise UsageError(f"--token-file {exc}") from None
+        token = os.environ.get(TOKEN_VARIABLE) or None
+        problem = None if token is None else wire.token_problem(token)
+        if problem:
+            raise UsageError(f"${TOKEN_VARIABLE}: the token {problem}")
+        return token
 
     def client(self, timeout: float) -> PolicyClient:
-        return PolicyClient(self.target, timeout=timeout, credentials=self.credentials())
+        problem = wire.target_problem(self.target)
+        if problem:
+            raise UsageError(f"--target {self.target!r}: {problem}")
+        credentials = self.credentials()
+        try:
+            return PolicyClient(self.target, timeout=timeout, credentials=credentials)
+        except ValueError as exc:  # a TLS file that is not what its flag says
+            raise UsageError(str(exc)) from None
+
+
+def _check_file(flag: str, path: Path) -> None:
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory")
+    if not path.is_file():
+        raise UsageError(f"{flag} {path}: no such file")
 
 
 @dataclass
@@ -79,7 +109,7 @@ class DriveConfig(Connection):
     stream: bool = option(False, "one StreamAct session instead of an Act call per step")
     gif: Path | None = option(None, "render pendulum 0's first episode to this GIF")
     json: bool = option(False, "print a JSON summary as the last line")
-    timeout: float = option(5.0, "deadline of each call, in seconds")
+    timeout: float = option(5.0, "deadline of each call (with --stream: of each step), in seconds")
 
 
 @dataclass
@@ -94,17 +124,62 @@ class HealthConfig(Connection):
 
 
 def _check_timeout(timeout: float) -> None:
-    if not timeout > 0:
-        raise UsageError(f"--timeout {timeout}: must be > 0")
+    problem = wire.timeout_problem(timeout)
+    if problem:
+        raise UsageError(f"--timeout {timeout:g}: {problem}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _check_output(flag: str, path: Path) -> None:
+    """Refuse an output path that cannot be written before the work that fills it, not after."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory")
+    existing = path.parent
+    while not existing.exists():  # the writer creates missing directories
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{flag} {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: {existing} is not writable")
+
+
+def _check_batch(client: PolicyClient, pendulums: int) -> None:
+    """Refuse more pendulums than the server takes in a call before building their
+    environments (which takes long and much memory for many), not at the first step."""
+    if pendulums == 1:  # every server takes one
+        return
+    max_batch = client.info().batching.max_batch
+    if max_batch and pendulums > max_batch:
+        raise UsageError(
+            f"--pendulums {pendulums}: the server takes at most {max_batch} observations a "
+            "call (its --max-batch)"
+        )
 
 
 def drive_command(config: DriveConfig) -> int:
     _check_timeout(config.timeout)
     if config.pendulums < 1 or config.episodes < 1:
         raise UsageError("--pendulums and --episodes must be >= 1")
+    if config.pendulums > MAX_PENDULUMS:
+        raise UsageError(f"--pendulums {config.pendulums}: at most {MAX_PENDULUMS}")
     if config.seed is not None and not 0 <= config.seed < 2**63:
         raise UsageError(f"--seed {config.seed}: must be between 0 and 2**63 - 1")
+    if config.gif is not None:
+        _check_output("--gif", config.gif)
+    done = 0
+
+    def print_returns(returns: list[float]) -> None:
+        # As each round ends: a failure in a later round does not hide these.
+        nonlocal done
+        for value in returns:
+            done += 1
+            print(f"episode {done}: return {value:.2f}", flush=True)
+
     with config.client(config.timeout) as client:
+        _check_batch(client, config.pendulums)
         report = drive(
             client,
             config.pendulums,
@@ -113,12 +188,12 @@ def drive_command(config: DriveConfig) -> int:
             seed=config.seed,
             stream=config.stream,
             gif=config.gif,
+            on_returns=print_returns,
         )
     figures = summary(report)
-    for i, value in enumerate(report.returns):
-        print(f"episode {i + 1}: return {value:.2f}")
     print(
-        f"{figures['episodes']} episodes on {config.pendulums} pendulum(s), {config.mode} actions"
+        f"{_count(figures['episodes'], 'episode')} on {_count(config.pendulums, 'pendulum')}, "
+        f"{config.mode} actions"
         f"{' over a stream' if config.stream else ''}: mean return {figures['mean']:.2f} "
         f"± {figures['std']:.2f}; {figures['steps_per_s']:.0f} steps/s; policy latency "
         f"p50 {figures['latency_p50_ms']:.3f} ms, p99 {figures['latency_p99_ms']:.3f} ms"
@@ -171,8 +246,11 @@ def _reporting(handler: Callable[[C], int]) -> Callable[[C], int]:
         except PolicyError as exc:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
+        except BrokenPipeError:
+            raise  # stdout's reader left (`| head`): run() ends quietly
         except OSError as exc:  # the GIF could not be written
-            print(f"{PROG}: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+            where = "" if exc.filename is None else f": {exc.filename}"
+            print(f"{PROG}: error: {exc.strerror or exc}{where}", file=sys.stderr)
             return EXIT_FAILED
 
     return wrapped

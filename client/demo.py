@@ -55,6 +55,10 @@ def stand_in_model(path: Path) -> Path:
 def demo(config: DemoConfig) -> int:
     if config.pendulums < 1 or config.episodes < 1:
         raise UsageError("--pendulums and --episodes must be >= 1")
+    try:  # before serving and driving, not after
+        config.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {config.out}: {exc.strerror}") from None
     model = config.model or REPO_ROOT / contract.SHIPPED_MODEL
     if not model.is_file():
         if config.model is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ def remote_policy(
     reproducible yet differs from step to step.
     """
     if stream:
-        with client.stream(mode, seed) as session:
+        # The client's per-call deadline bounds each step: a frozen server fails the run.
+        with client.stream(mode, seed, step_timeout=client.timeout) as session:
             yield session.act
         return
     seeds = np.random.default_rng(seed) if seed is not None and mode == "sample" else None
@@ -45,19 +46,28 @@ def drive(
     seed: int | None = None,
     stream: bool = False,
     gif: Path | None = None,
+    on_returns: Callable[[list[float]], None] | None = None,
 ) -> EpisodeReport:
     """Run `episodes` episodes on each of `pendulums` environments stepped in lockstep.
 
-    Episode i starts from seed + i (the evaluation seeds without a seed).
+    Episode i starts from seed + i (the evaluation seeds without a seed). `on_returns` hears
+    the returns of each round of episodes as it ends. An OSError writing `gif` names `gif`.
     """
     with remote_policy(client, mode, seed, stream) as policy:
-        return run_episodes(
-            policy,
-            pendulums * episodes,
-            pendulums=pendulums,
-            seed=EVAL_SEED if seed is None else seed,
-            gif=gif,
-        )
+        try:
+            return run_episodes(
+                policy,
+                pendulums * episodes,
+                pendulums=pendulums,
+                seed=EVAL_SEED if seed is None else seed,
+                gif=gif,
+                on_returns=on_returns,
+            )
+        except OSError as exc:
+            if gif is None:
+                raise
+            # The GIF is written through a temporary file beside it: name the user's path.
+            raise OSError(exc.errno, exc.strerror, str(gif)) from None
 
 
 def summary(report: EpisodeReport) -> dict[str, Any]:

@@ -5,6 +5,7 @@ rules for moving to a new stream when its server goes away. No I/O: `PolicyStrea
 
 from __future__ import annotations
 
+import enum
 import time
 
 import grpc
@@ -19,6 +20,15 @@ from swingup.v1 import policy_pb2 as pb
 # A stream that fails with UNAVAILABLE is reopened and its step sent again up to this many times
 # a step; the new call's own attempts are retried by gRPC (wire.RETRY_POLICY).
 MAX_REOPENS = 3
+
+
+class Default(enum.Enum):
+    """`stream(step_timeout=CLIENT_TIMEOUT)`: a step's deadline is the client's `timeout`."""
+
+    CLIENT_TIMEOUT = "the client's timeout"
+
+
+CLIENT_TIMEOUT = Default.CLIENT_TIMEOUT
 
 
 def may_reopen(code: grpc.StatusCode, reopen: bool, reopens: int) -> bool:
@@ -38,17 +48,31 @@ class StreamSession:
     and sends the step again, up to MAX_REOPENS times a step; `reopened` counts the new
     streams. The new stream's first request carries the session's step count, so its replies
     (a seeded session's noise too) go on as if nothing happened. `reopen=False` turns it off.
-    `timeout` bounds the whole session, however many streams it takes.
+    `timeout` bounds the whole session, however many streams it takes; `step_timeout` bounds
+    each step on each stream, from its request to its reply (as a unary call's deadline bounds
+    its attempts, so a step that is sent again has it anew), and a step past it fails the
+    session with DEADLINE_EXCEEDED: a frozen server did not go away, so it is not reopened.
     """
 
-    def __init__(self, mode: Mode, seed: int | None, timeout: float | None, reopen: bool) -> None:
-        wire.mode_value(mode)  # refuse a bad mode now, not at the first step
+    def __init__(
+        self,
+        mode: Mode,
+        seed: int | None,
+        timeout: float | None,
+        reopen: bool,
+        step_timeout: float | None = None,
+    ) -> None:
+        wire.mode_value(mode)  # refuse a bad mode or seed now, not at the first step
+        wire.check_seed(seed)
+        wire.check_timeout("timeout", timeout)
+        wire.check_timeout("step_timeout", step_timeout)
         self.mode = mode
         self.seed = seed
         self.steps = 0
         self.reopened = 0
         self.model_version = ""  # of the last reply: one stream keeps its model for its life
         self._reopen = reopen
+        self.step_timeout = step_timeout
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._call_steps = 0  # steps answered on the current stream
         self._open = True
@@ -60,6 +84,18 @@ class StreamSession:
     def _timeout(self) -> float | None:
         """What is left of the session's deadline, for a new stream."""
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    def _step_expired(self) -> PolicyError:
+        return PolicyError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"no reply to step {self.steps + 1} within {self.step_timeout:g} s",
+        )
+
+    def _close_expired(self) -> PolicyError:
+        return PolicyError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"the server did not end the stream within {self.step_timeout:g} s",
+        )
 
     def _request(self, obs: np.ndarray) -> pb.StreamActRequest:
         """The step's request: the first on a stream names the mode and seed."""

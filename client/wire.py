@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -10,6 +13,7 @@ from typing import Any, Literal
 import grpc
 import numpy as np
 
+from client.errors import PolicyError
 from swingup import contract
 from swingup.v1 import policy_pb2 as pb
 
@@ -40,12 +44,31 @@ SERVICE_CONFIG = {
 }
 
 
+# The longest deadline a caller may ask for: gRPC turns a deadline past ~1e10 s (or inf) into
+# one already passed, so every call would fail DEADLINE_EXCEEDED; 11 days is beyond any control
+# loop's need.
+MAX_TIMEOUT_S = 1e6
+
 # How a server in its lame duck begins the message that ends a stream (server.streams.Leaving).
 SERVER_STOPPING = "this server is stopping"
 
 
 def channel_options() -> list[tuple[str, Any]]:
     return [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
+
+
+def timeout_problem(timeout: float) -> str | None:
+    """Why `timeout` is no deadline gRPC keeps (nothing when it is one)."""
+    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT_S):
+        return f"must be a number of seconds > 0 and <= {MAX_TIMEOUT_S:.0f}"
+    return None
+
+
+def check_timeout(name: str, timeout: float | None) -> None:
+    """ValueError naming the parameter unless `timeout` is None (no deadline) or one gRPC keeps."""
+    problem = None if timeout is None else timeout_problem(timeout)
+    if problem:
+        raise ValueError(f"{name} {timeout!r}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -59,6 +82,12 @@ class Credentials:
     key: Path | None = None
     token: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.token is not None:
+            problem = token_problem(self.token)
+            if problem:
+                raise ValueError(f"token: {problem}")
+
     @property
     def secure(self) -> bool:
         return self.tls or self.ca is not None or self.cert is not None
@@ -67,27 +96,127 @@ class Credentials:
         return None if self.token is None else (("authorization", f"Bearer {self.token}"),)
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
+        """gRPC's TLS credentials, the files checked first: gRPC takes any bytes and only
+        fails at the handshake, logging from its core and reporting UNAVAILABLE."""
         if (self.cert is None) != (self.key is None):
             raise ValueError("a client certificate needs both its certificate and its key")
+        self._check_files()
         return grpc.ssl_channel_credentials(
             root_certificates=None if self.ca is None else self.ca.read_bytes(),
             private_key=None if self.key is None else self.key.read_bytes(),
             certificate_chain=None if self.cert is None else self.cert.read_bytes(),
         )
 
+    def _check_files(self) -> None:
+        """ValueError naming the file unless `ca` holds certificates and `cert` matches `key`."""
+        if self.ca is not None:
+            try:
+                ssl.create_default_context(cafile=str(self.ca))
+            except (ssl.SSLError, OSError) as exc:
+                raise ValueError(f"{self.ca}: not a PEM CA certificate ({_reason(exc)})") from None
+        if self.cert is not None and self.key is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            try:
+                # An encrypted key gets an empty password instead of a prompt on the terminal:
+                # gRPC cannot use one either.
+                context.load_cert_chain(str(self.cert), str(self.key), password=lambda: b"")
+            except (ssl.SSLError, OSError) as exc:
+                raise ValueError(
+                    f"{self.cert} and {self.key}: not a matching PEM certificate and private "
+                    f"key ({_reason(exc)})"
+                ) from None
+
+
+def _reason(exc: ssl.SSLError | OSError) -> str:
+    """The short reason of an ssl error ("KEY_VALUES_MISMATCH"), or the OS error's."""
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason)
+    return exc.strerror or str(exc)
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` cannot be a bearer token in gRPC metadata (nothing when it can)."""
+    if not token:
+        return "is empty"
+    if not all("!" <= char <= "~" for char in token):
+        return "must be visible ASCII characters without spaces"
+    return None
+
+
+def read_token(path: Path) -> str:
+    """The bearer token in a token file: its first line that is not blank or a # comment,
+    stripped (the server's --auth-token-file reads the same way). ValueError naming the file."""
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (UTF-8)") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror}") from None
+    lines = (line.strip() for line in text.splitlines())
+    token = next((line for line in lines if line and not line.startswith("#")), None)
+    if token is None:
+        raise ValueError(f"{path}: holds no token")
+    problem = token_problem(token)
+    if problem:
+        raise ValueError(f"{path}: the token {problem}")
+    return token
+
+
+_PORT = re.compile(r":(\d+)$")
+
+
+def target_problem(target: str) -> str | None:
+    """Why `target` is no address gRPC can reach (nothing when it may be one): gRPC takes an
+    empty one, and wraps a port past 65535 around (99999 dials 34463)."""
+    if not target.strip():
+        return "is empty"
+    if target.startswith(("unix:", "unix-abstract:", "vsock:")):
+        return None
+    addresses = target.split(":", 1)[1] if target.startswith(("ipv4:", "ipv6:")) else target
+    for address in addresses.split(","):
+        port = _PORT.search(address)
+        if port and int(port.group(1)) > 65535:
+            return f"port {port.group(1)} is not between 0 and 65535"
+    return None
+
+
+def check_target(target: str) -> None:
+    problem = target_problem(target)
+    if problem:
+        raise ValueError(f"target {target!r}: {problem}")
+
+
+# How gRPC's details say why no connection came up: nothing listening, or no address for the
+# name (c-ares and the native resolver word it differently). Anything else may be TLS.
+_REFUSED = "Connection refused"
+_UNRESOLVED = ("errors resolving", "DNS resolution failed", "Domain name not found")
+
 
 def hint(code: grpc.StatusCode, details: str, credentials: Credentials) -> str:
-    """What an UNAVAILABLE probably means, for the error message: a TLS mismatch or no server.
-    Nothing when a server said it is stopping (a stream's end in its lame duck, server.streams):
-    one answered."""
+    """What an UNAVAILABLE probably means, for the error message, from gRPC's details: nothing
+    listening, a name that does not resolve, else a TLS mismatch. Nothing when a server said it
+    is stopping (a stream's end in its lame duck, server.streams): one answered."""
     if code != grpc.StatusCode.UNAVAILABLE or details.startswith(SERVER_STOPPING):
         return ""
+    if _REFUSED in details:
+        return " (nothing listens at the target: is the server running, on this host and port?)"
+    if any(marker in details for marker in _UNRESOLVED):
+        return " (the target's host name does not resolve)"
     if credentials.secure:
         return (
             " (no TLS handshake succeeded: is the server serving TLS with a certificate the "
             "given CA signed, for this host name, and does it want a client certificate?)"
         )
     return " (no plaintext server answered: if the server serves TLS, pass --tls-ca or --tls)"
+
+
+def health_error(error: PolicyError, service: str) -> PolicyError:
+    """A failed health check, with words where the health service gives none (NOT_FOUND)."""
+    if error.code == grpc.StatusCode.NOT_FOUND and not error.details:
+        return PolicyError(error.code, f"the server knows no service {service!r}")
+    return error
 
 
 def mode_value(mode: Mode) -> pb.Mode.ValueType:
@@ -116,7 +245,15 @@ def actions_of(values: Any, batch: int) -> np.ndarray:
     return np.array(values, dtype=np.float32).reshape(batch, contract.ACTION_DIM)
 
 
+def check_seed(seed: int | None) -> None:
+    """ValueError naming the seed unless it fits the proto's uint64 (protobuf's own error
+    says only 'Value out of range')."""
+    if seed is not None and not 0 <= seed < 2**64:
+        raise ValueError(f"seed {seed}: must be between 0 and 2**64 - 1")
+
+
 def act_request(obs: np.ndarray, mode: Mode, seed: int | None) -> pb.ActRequest:
+    check_seed(seed)
     return pb.ActRequest(obs=packed_obs(obs), mode=mode_value(mode), seed=seed)
 
 

@@ -57,11 +57,13 @@ def run_episodes(
     pendulums: int | None = None,
     seed: int = EVAL_SEED,
     gif: Path | None = None,
+    on_returns: Callable[[list[float]], None] | None = None,
 ) -> EpisodeReport:
     """Run `episodes` episodes on `pendulums` environments stepped in lockstep.
 
     Every step asks `policy` once for the actions of all running pendulums. With `gif`, the first
-    episode of pendulum 0 is rendered to an animated GIF.
+    episode of pendulum 0 is rendered to an animated GIF. `on_returns` hears each round's returns
+    as it ends, so a caller can show them before a later round fails.
     """
     import gymnasium as gym
 
@@ -90,6 +92,8 @@ def run_episodes(
                 frames if record else None,
             )
             report.returns.extend(returns)
+            if on_returns is not None:
+                on_returns(returns)
     finally:
         for env in envs:
             env.close()

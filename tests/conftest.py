@@ -43,6 +43,13 @@ def target(server: LocalServer) -> str:
 
 
 @pytest.fixture
+def own_server(model_path: Path) -> Iterator[LocalServer]:
+    """A server of the test's own, for tests that freeze or stop it."""
+    with start_server(model_path) as running:
+        yield running
+
+
+@pytest.fixture
 def client(target: str) -> Iterator[PolicyClient]:
     with PolicyClient(target, timeout=10.0) as policy_client:
         yield policy_client

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +64,13 @@ def start_server(model: Path, *args: str) -> LocalServer:
         server.stop()
         raise
     return server
+
+
+@contextlib.contextmanager
+def frozen(server: LocalServer) -> Iterator[None]:
+    """The server stopped (SIGSTOP): its connections stay open and nothing answers."""
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.pid, signal.SIGCONT)

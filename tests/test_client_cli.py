@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -11,10 +13,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from certs import Authority
 from PIL import Image
-from support import Reference
+from support import Reference, frozen
 
-from client.cli import main
+from client.cli import Connection, main
+from client.localserver import LocalServer
 from swingup.episodes import run_episodes
 
 SUMMARY_KEYS = {
@@ -78,8 +82,65 @@ def test_drive_writes_a_gif(
 
 def test_an_unwritable_gif_is_one_line(capsys: pytest.CaptureFixture[str], target: str) -> None:
     assert main(["drive", "--target", target, "--gif", "/proc/swingup.gif"]) == 1
+    captured = capsys.readouterr()
+    # The user's path, not the temporary file's beside it; the returns are printed all the same.
+    assert captured.err.startswith("swingup-client: error:") and captured.err.count("\n") == 1
+    assert captured.err.endswith(": /proc/swingup.gif\n")
+    assert captured.out.startswith("episode 1: return")
+
+
+def test_a_gif_path_that_cannot_be_written_is_refused_before_driving(
+    capsys: pytest.CaptureFixture[str], target: str, tmp_path: Path
+) -> None:
+    (tmp_path / "file").touch()
+    for gif, message in (
+        (tmp_path, f"--gif {tmp_path}: is a directory"),
+        (tmp_path / "file" / "x.gif", f"--gif {tmp_path}/file/x.gif: {tmp_path}/file is not a"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            raise SystemExit(main(["drive", "--target", target, "--gif", str(gif)]))
+        assert exited.value.code == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""  # nothing ran
+        assert message in captured.err and captured.err.count("\n") == 1
+
+
+def test_more_pendulums_than_the_server_takes_is_one_line_before_any_environment(
+    capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    assert main(["drive", "--target", target, "--pendulums", "4097"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "swingup-client: error: --pendulums 4097: the server takes at most 4096 observations "
+        "a call (its --max-batch)\n"
+    )
+
+
+def test_a_reader_that_leaves_ends_the_output_quietly(target: str) -> None:
+    """`swingup-client info | head -3`: stdout's pipe closes, and that is no error to report."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "client", "info", "--target", target],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (1, "")
+
+
+def test_an_unknown_health_service_is_named(
+    capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    assert main(["health", "--target", target, "--service", "nope"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("swingup-client: error:") and err.count("\n") == 1
+    assert err == "swingup-client: error: NOT_FOUND: the server knows no service 'nope'\n"
 
 
 def test_info_prints_the_model_description(capsys: pytest.CaptureFixture[str], target: str) -> None:
@@ -103,15 +164,24 @@ def test_an_absent_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
             assert main([*command, "--target", target, "--timeout", "2"]) == 1
             err = capsys.readouterr().err
             assert err.startswith("swingup-client: error: UNAVAILABLE") and err.count("\n") == 1
+            assert "(nothing listens at the target: is the server running" in err
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["drive", "--pendulums", "0"], "--pendulums and --episodes must be >= 1"),
+        (["drive", "--pendulums", "100000"], "--pendulums 100000: at most 65536"),
         (["drive", "--mode", "greedy"], "invalid choice: 'greedy'"),
         (["drive", "--seed", "-1"], "--seed -1"),
-        (["info", "--timeout", "0"], "--timeout 0"),
+        (["info", "--timeout", "0"], "--timeout 0: must be a number of seconds > 0"),
+        (["info", "--timeout", "-1"], "--timeout -1: must be"),
+        (["drive", "--timeout", "inf"], "--timeout inf: must be"),
+        (["health", "--timeout", "nan"], "--timeout nan: must be"),
+        (
+            ["versions", "--timeout", "1e10"],
+            "--timeout 1e+10: must be a number of seconds > 0 and <= 1000000",
+        ),
         (["fly"], "invalid choice: 'fly'"),
     ],
 )
@@ -138,6 +208,20 @@ def test_the_console_script_is_installed(target: str) -> None:
     assert (result.returncode, result.stdout) == (0, "SERVING\n"), result.stderr
 
 
+def test_a_demo_output_directory_that_cannot_be_made_is_one_line_before_serving() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "client.demo", "--out", "/proc/swingup-demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert (
+        result.stderr == "client.demo: error: --out /proc/swingup-demo: No such file or directory\n"
+    )
+
+
 def test_the_demo_serves_drives_and_stops(model_path: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "client.demo", "--model", str(model_path), "--out", str(tmp_path)],
@@ -153,3 +237,115 @@ def test_the_demo_serves_drives_and_stops(model_path: Path, tmp_path: Path) -> N
     with Image.open(tmp_path / "pendulum.gif") as image:
         assert image.n_frames > 100
     assert "stopped after 600 model calls for 2400 observations" in result.stderr
+
+
+@pytest.mark.timeout(120)  # a hung drive is a failure, not a stuck run
+def test_a_frozen_server_fails_a_streamed_drive_at_the_step_deadline(
+    capsys: pytest.CaptureFixture[str], own_server: LocalServer
+) -> None:
+    assert own_server.target is not None
+    with frozen(own_server):
+        args = ["drive", "--stream", "--timeout", "0.5", "--target", own_server.target]
+        assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err == "swingup-client: error: DEADLINE_EXCEEDED: no reply to step 1 within 0.5 s\n"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("stream", [[], ["--stream"]])
+def test_ctrl_c_is_one_line_and_keeps_the_returns_printed_so_far(
+    target: str, stream: list[str]
+) -> None:
+    command = ["drive", "--target", target, "--episodes", "1000", *stream]
+    drive = subprocess.Popen(
+        [sys.executable, "-m", "client", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert drive.stdout is not None
+        # Each episode's return is printed as it ends: the first says the drive is under way.
+        assert drive.stdout.readline().startswith("episode 1: return")
+        drive.send_signal(signal.SIGINT)
+        out, err = drive.communicate(timeout=60)
+    finally:
+        drive.kill()
+        drive.wait()
+    assert (drive.returncode, err) == (130, "swingup-client: interrupted\n")
+    assert all(line.startswith("episode ") for line in out.splitlines())
+
+
+def test_the_token_is_the_files_first_line_that_is_not_blank_or_a_comment(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "token"
+    path.write_text("# the controllers' token\n\n  s3cret-token  \nsecond-line\n")
+    assert Connection(token_file=path).credentials().token == "s3cret-token"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff\xfe\n", "not a text file"),
+        (b"# only a comment\n\n", "holds no token"),
+        (b"tok en\n", "the token must be visible ASCII characters without spaces"),
+        ("t\u00f6ken\n".encode(), "the token must be visible ASCII"),
+    ],
+)
+def test_a_token_file_without_a_usable_token_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "token"
+    path.write_bytes(content)
+    assert main(["info", "--token-file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"swingup-client: error: --token-file {path}: {message}")
+    assert err.count("\n") == 1
+    assert main(["info", "--token-file", str(tmp_path)]) == 2
+    assert f"--token-file {tmp_path}: is a directory\n" in capsys.readouterr().err
+
+
+def test_a_token_variable_that_is_not_visible_ascii_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWINGUP_TOKEN", "t\u00f6ken")
+    assert main(["info"]) == 2
+    assert "$SWINGUP_TOKEN: the token must be visible ASCII" in capsys.readouterr().err
+
+
+def test_tls_files_are_checked_before_any_call(
+    capsys: pytest.CaptureFixture[str], target: str, tmp_path: Path
+) -> None:
+    ca = Authority.create(tmp_path / "ca")
+    mine, other = ca.issue("controller", server=False), ca.issue("other", server=False)
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate\n")
+    for flags, message in (
+        (["--tls-ca", str(not_pem)], f"{not_pem}: not a PEM CA certificate"),
+        (
+            ["--tls-ca", str(ca.cert), "--tls-cert", str(mine.cert), "--tls-key", str(other.key)],
+            f"{mine.cert} and {other.key}: not a matching PEM certificate and private key",
+        ),
+        (["--tls-ca", str(tmp_path)], f"--tls-ca {tmp_path}: is a directory"),
+    ):
+        assert main(["info", "--target", target, *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"swingup-client: error: {message}") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("", "--target '': is empty"),
+        ("127.0.0.1:99999", "port 99999 is not between 0 and 65535"),
+        ("ipv4:127.0.0.1:50051,127.0.0.1:70000", "port 70000 is not between"),
+    ],
+)
+def test_a_target_grpc_would_misread_is_one_line(
+    capsys: pytest.CaptureFixture[str], address: str, message: str
+) -> None:
+    assert main(["health", "--target", address]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import socket
 import threading
 from collections.abc import Iterator
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from support import Reference, observations
+from support import Reference, frozen, observations
 
-from client import AsyncPolicyClient, PolicyClient, PolicyError, session
+from client import AsyncPolicyClient, PolicyClient, PolicyError, session, wire
+from client.localserver import LocalServer
+from client.wire import Credentials
 from swingup.v1 import policy_pb2 as pb
 from swingup.v1 import policy_pb2_grpc
 
@@ -62,6 +66,50 @@ def test_wrong_shapes_and_modes_are_refused_before_sending(client: PolicyClient)
         client.stream(mode="greedy")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("timeout", [0.0, -1.0, float("inf"), float("nan"), 1e10])
+def test_a_deadline_grpc_cannot_keep_is_refused(target: str, timeout: float) -> None:
+    """gRPC turns a deadline past ~1e10 s into one already passed: every call would fail."""
+    with pytest.raises(ValueError, match=r"^timeout .*: must be a number of seconds > 0"):
+        PolicyClient(target, timeout=timeout)
+    with pytest.raises(ValueError, match=r"^timeout .*: must be"):
+        AsyncPolicyClient(target, timeout=timeout)
+    with PolicyClient(target, timeout=None) as client:  # None: no deadline at all
+        assert client.act(observations(1)).shape == (1, 1)
+        with pytest.raises(ValueError, match=r"^step_timeout .*: must be"):
+            client.stream(step_timeout=timeout)
+        with pytest.raises(ValueError, match=r"^timeout .*: must be"):
+            client.stream(timeout=timeout)
+        with client.stream(step_timeout=1e6, timeout=1e6) as stream:  # the longest allowed
+            assert stream.act(observations(1)).shape == (1, 1)
+
+
+def test_a_closed_client_says_so(target: str) -> None:
+    client = PolicyClient(target)
+    client.close()
+    for call in (lambda: client.act(observations(1)), client.info, client.health, client.stream):
+        with pytest.raises(PolicyError, match="FAILED_PRECONDITION: the client is closed"):
+            call()
+
+    async def main() -> None:
+        closed = AsyncPolicyClient(target)
+        await closed.close()
+        for call in (lambda: closed.act(observations(1)), closed.info, closed.list_versions):
+            with pytest.raises(PolicyError, match="the client is closed"):
+                await call()
+        with pytest.raises(PolicyError, match="the client is closed"):
+            closed.stream()
+
+    asyncio.run(main())
+
+
+def test_a_seed_out_of_range_is_named(client: PolicyClient) -> None:
+    for seed in (-1, 2**64):
+        with pytest.raises(ValueError, match=f"seed {seed}: must be between 0 and 2"):
+            client.act(observations(1), mode="sample", seed=seed)
+        with pytest.raises(ValueError, match=f"seed {seed}: must be between"):
+            client.stream(mode="sample", seed=seed)
+
+
 def test_info_and_health(client: PolicyClient) -> None:
     assert client.info().execution_provider == "CPUExecutionProvider"
     assert client.health() == "SERVING"
@@ -69,6 +117,7 @@ def test_info_and_health(client: PolicyClient) -> None:
     with pytest.raises(PolicyError) as raised:
         client.health("nothing.Here")
     assert raised.value.code == grpc.StatusCode.NOT_FOUND
+    assert raised.value.details == "the server knows no service 'nothing.Here'"
 
 
 def test_no_server_is_unavailable() -> None:
@@ -81,6 +130,36 @@ def test_no_server_is_unavailable() -> None:
             assert raised.value.code == grpc.StatusCode.UNAVAILABLE
             with pytest.raises(PolicyError, match=f"no server at {target}"):
                 nobody.wait_ready(timeout=0.2)
+
+
+@pytest.mark.parametrize(
+    ("details", "secure", "says"),
+    [  # details as gRPC 1.85 words them
+        (
+            "connections to all backends failing; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+            "Failed to connect to remote host: Connection refused",
+            True,
+            "nothing listens at the target",
+        ),
+        (
+            "errors resolving nosuchhost.invalid:50051: [field:hostname lookup error:address "
+            "lookup failed for nosuchhost.invalid:50051: Domain name not found]",
+            False,
+            "the target's host name does not resolve",
+        ),
+        (
+            "connections to all backends failing; last error: UNKNOWN: ipv4:127.0.0.1:9: "
+            "Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: WRONG_VERSION_NUMBER",
+            True,
+            "no TLS handshake succeeded",
+        ),
+        ("failed to connect to all addresses; Socket closed", False, "if the server serves TLS"),
+        ("this server is stopping; go on with a new stream", False, ""),
+    ],
+)
+def test_the_unavailable_hint_follows_the_details(details: str, secure: bool, says: str) -> None:
+    extra = wire.hint(grpc.StatusCode.UNAVAILABLE, details, Credentials(tls=secure))
+    assert says in extra and (extra == "") == (says == "")
 
 
 def test_the_async_client_does_the_same(target: str, reference: Reference) -> None:
@@ -96,6 +175,10 @@ def test_the_async_client_does_the_same(target: str, reference: Reference) -> No
                 assert (await stream.act(obs)).shape == (6, 1)
             assert (await client.info()).batching.max_batch == 4096
             assert await client.health() == "SERVING"
+            # The rest of PolicyClient's calls, awaited.
+            await client.wait_ready(timeout=10)
+            with PolicyClient(target) as blocking:
+                assert (await client.list_versions()) == blocking.list_versions()
             with pytest.raises(PolicyError) as raised:
                 await client.act(np.full((2, 3), np.nan, dtype=np.float32))
             assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
@@ -203,3 +286,141 @@ def test_a_session_moves_to_a_new_stream_only_when_its_server_went_away(
     code: grpc.StatusCode, reopen: bool, reopens: int, moves: bool
 ) -> None:
     assert session.may_reopen(code, reopen, reopens) is moves
+
+
+@pytest.mark.timeout(60)  # a hung step is a failure, not a stuck run
+def test_a_frozen_server_fails_a_stream_step_with_deadline_exceeded(
+    own_server: LocalServer,
+) -> None:
+    assert own_server.target is not None
+    with PolicyClient(own_server.target, timeout=0.5) as client:
+        stream = client.stream()  # each step's deadline is the client's timeout
+        stream.act(observations(1))
+        with frozen(own_server), pytest.raises(PolicyError) as raised:
+            stream.act(observations(1))
+        assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert raised.value.details == "no reply to step 2 within 0.5 s"
+        with pytest.raises(PolicyError, match="the stream is closed"):  # not reopened
+            stream.act(observations(1))
+        with frozen(own_server):
+            untouched = client.stream(step_timeout=0.25)  # a first step and a close, frozen
+            with pytest.raises(PolicyError, match=r"no reply to step 1 within 0\.25 s"):
+                untouched.act(observations(1))
+            idle = client.stream(step_timeout=0.25)
+            with pytest.raises(PolicyError, match=r"did not end the stream within 0\.25 s"):
+                idle.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_frozen_server_fails_an_async_stream_step_with_deadline_exceeded(
+    own_server: LocalServer,
+) -> None:
+    assert own_server.target is not None
+    target = own_server.target
+
+    async def main() -> None:
+        async with AsyncPolicyClient(target, timeout=0.5) as client:
+            stream = client.stream()
+            await stream.act(observations(1))
+            with frozen(own_server), pytest.raises(PolicyError) as raised:
+                await stream.act(observations(1))
+            assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert raised.value.details == "no reply to step 2 within 0.5 s"
+            with frozen(own_server):
+                # A stream that never started: grpc.aio's write waits for it to start.
+                untouched = client.stream(step_timeout=0.25)
+                with pytest.raises(PolicyError, match=r"no reply to step 1 within 0\.25 s"):
+                    await untouched.act(observations(1))
+                idle = client.stream(step_timeout=0.25)
+                with pytest.raises(PolicyError, match=r"did not end the stream within 0\.25 s"):
+                    await idle.close()
+            # The deadline's cancellation ended with the step: the task goes on as before.
+            assert (await client.act(observations(2))).shape == (2, 1)
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(60)
+def test_an_exception_in_a_stream_block_ends_the_stream_without_waiting(
+    own_server: LocalServer,
+) -> None:
+    assert own_server.target is not None
+    with PolicyClient(own_server.target, timeout=30) as client:
+        # Leaving the block on an exception cancels the call instead of waiting for a server
+        # that will not answer, and the caller sees its own exception, not a gRPC one.
+        stream = client.stream()
+        stream.act(observations(1))
+        with frozen(own_server), pytest.raises(KeyError), stream:
+            raise KeyError("the caller's")
+        with pytest.raises(PolicyError, match="the stream is closed"):
+            stream.act(observations(1))
+
+    async def main() -> None:
+        async with AsyncPolicyClient(own_server.target or "", timeout=30) as client:
+            stream = client.stream()
+            await stream.act(observations(1))
+            with frozen(own_server), pytest.raises(KeyError):
+                async with stream:
+                    raise KeyError("the caller's")
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(60)
+def test_a_stream_serves_one_thread_at_a_time(own_server: LocalServer) -> None:
+    assert own_server.target is not None
+    outcomes: queue.SimpleQueue[str] = queue.SimpleQueue()
+    with PolicyClient(own_server.target) as client:
+        stream = client.stream(step_timeout=None)
+        stream.act(observations(1))
+
+        def step() -> None:
+            try:
+                stream.act(observations(1))
+                outcomes.put("answered")
+            except RuntimeError as exc:
+                outcomes.put(str(exc))
+            except PolicyError as exc:
+                outcomes.put(exc.code.name)
+
+        with frozen(own_server):
+            threads = [threading.Thread(target=step) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            # Whichever thread came second is refused at once; the first waits for a reply
+            # until close() from this thread ends its step.
+            assert "one thread at a time" in outcomes.get(timeout=30)
+            stream.close()
+            for thread in threads:
+                thread.join()
+        assert outcomes.get_nowait() == "CANCELLED"
+
+    async def main() -> None:
+        async with AsyncPolicyClient(own_server.target or "") as client:
+            stream = client.stream(step_timeout=None)
+            await stream.act(observations(1))
+            with frozen(own_server):
+                first = asyncio.ensure_future(stream.act(observations(1)))
+                await asyncio.sleep(0)  # yields once: the first step is now waiting
+                with pytest.raises(RuntimeError, match="one task at a time"):
+                    await stream.act(observations(1))
+                await stream.close()
+                with pytest.raises(PolicyError) as raised:
+                    await first
+                assert raised.value.code == grpc.StatusCode.CANCELLED
+
+    asyncio.run(main())
+
+
+def test_credentials_and_targets_grpc_would_misuse_are_refused_up_front(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="token: must be visible ASCII"):
+        Credentials(token="t\u00f6ken")  # gRPC core would fail it as 'Invalid metadata'
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    with pytest.raises(ValueError, match=r"ca\.pem: not a PEM CA certificate"):
+        PolicyClient("127.0.0.1:1", credentials=Credentials(ca=not_pem))
+    for target in ("", "127.0.0.1:99999"):
+        with pytest.raises(ValueError, match=r"^target '.*': "):
+            PolicyClient(target)
+        with pytest.raises(ValueError, match=r"^target '.*': "):
+            AsyncPolicyClient(target)
