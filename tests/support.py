@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from client.localserver import LocalServer
 from swingup import contract
@@ -74,3 +75,11 @@ def frozen(server: LocalServer) -> Iterator[None]:
         yield
     finally:
         os.kill(server.pid, signal.SIGCONT)
+
+
+def error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """A CLI's stderr, which must be one line and no traceback."""
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    return err

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import error_line
 
 from trainer.cli import main
 
@@ -87,13 +88,6 @@ def test_evaluate_gif_and_sampling(
     assert gif.read_bytes()[:6] == b"GIF89a"
     assert main(["evaluate", str(run_dir), "--episodes", "2", "--json"]) == 0
     assert last_json(capsys.readouterr().out)["returns"] != sampled["returns"]
-
-
-def error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err
-    return err
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import error_line
 
 from trainer.cli import main
 
@@ -20,13 +21,6 @@ def exit_code(argv: list[str]) -> int:
         return main(argv)
     except SystemExit as exc:  # argparse's own errors exit from inside parse_args
         return int(exc.code or 0)
-
-
-def error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err
-    return err
 
 
 @pytest.mark.parametrize(
