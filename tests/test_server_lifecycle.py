@@ -272,6 +272,8 @@ def test_onnxruntime_telemetry_is_off_unless_the_operator_turns_it_on(
         env["ORT_DISABLE_TELEMETRY"] = disable
     with LocalServer(["--model", str(model_path)], env=env) as server:
         server.wait_listening()
+        if disable == "0":  # onnxruntime warns from a thread of its own: wait for it
+            server.wait_for_line("telemetry")
         assert server.stop() == 0
     warned = any("telemetry" in line for line in server.lines)
     assert warned == (disable == "0"), server.lines
