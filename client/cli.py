@@ -198,10 +198,13 @@ def drive_command(config: DriveConfig) -> int:
         f"± {figures['std']:.2f}; {figures['steps_per_s']:.0f} steps/s; policy latency "
         f"p50 {figures['latency_p50_ms']:.3f} ms, p99 {figures['latency_p99_ms']:.3f} ms"
     )
-    if config.gif is not None:
+    if config.gif is not None and report.gif_error is None:
         print(f"GIF of pendulum 0's first episode: {config.gif}")
     if config.json:
         print(json.dumps(figures))
+    if report.gif_error is not None:  # the figures above stand; the GIF alone is lost
+        print(f"{PROG}: error: --gif {config.gif}: {report.gif_error}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

@@ -51,23 +51,18 @@ def drive(
     """Run `episodes` episodes on each of `pendulums` environments stepped in lockstep.
 
     Episode i starts from seed + i (the evaluation seeds without a seed). `on_returns` hears
-    the returns of each round of episodes as it ends. An OSError writing `gif` names `gif`.
+    the returns of each round of episodes as it ends; a GIF that could not be written is the
+    report's `gif_error`.
     """
     with remote_policy(client, mode, seed, stream) as policy:
-        try:
-            return run_episodes(
-                policy,
-                pendulums * episodes,
-                pendulums=pendulums,
-                seed=EVAL_SEED if seed is None else seed,
-                gif=gif,
-                on_returns=on_returns,
-            )
-        except OSError as exc:
-            if gif is None:
-                raise
-            # The GIF is written through a temporary file beside it: name the user's path.
-            raise OSError(exc.errno, exc.strerror, str(gif)) from None
+        return run_episodes(
+            policy,
+            pendulums * episodes,
+            pendulums=pendulums,
+            seed=EVAL_SEED if seed is None else seed,
+            gif=gif,
+            on_returns=on_returns,
+        )
 
 
 def summary(report: EpisodeReport) -> dict[str, Any]:

@@ -33,6 +33,8 @@ class EpisodeReport:
     steps: int = 0
     wall_s: float = 0.0
     policy_latencies_s: list[float] = field(default_factory=list)
+    # Why the GIF could not be written (after every episode ran: the returns stand).
+    gif_error: str | None = None
 
     @property
     def mean(self) -> float:
@@ -99,7 +101,10 @@ def run_episodes(
             env.close()
     report.wall_s = time.perf_counter() - start
     if gif is not None and frames:
-        write_gif(gif, frames)
+        try:
+            write_gif(gif, frames)
+        except OSError as exc:  # checked before the run; the disk can still say no
+            report.gif_error = exc.strerror or str(exc)
     return report
 
 

@@ -243,7 +243,7 @@ def evaluate(cfg: EvaluateConfig) -> int:
     print(
         f"{cfg.path}: {report.mean:.1f} ± {report.std:.1f} over {len(report.returns)} random-start "
         f"episodes ({mode} actions, seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1})"
-        + (f"; GIF {gif}" if gif else "")
+        + (f"; GIF {gif}" if gif and report.gif_error is None else "")
     )
     if cfg.json:
         emit_json(
@@ -254,6 +254,9 @@ def evaluate(cfg: EvaluateConfig) -> int:
                 "returns": report.returns,
             }
         )
+    if report.gif_error is not None:  # the figures above stand; the GIF alone is lost
+        print(f"swingup-train: error: --gif {gif}: {report.gif_error}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
