@@ -126,6 +126,19 @@ async def serve(
 ) -> None:
     """Serve `reloader`'s model on config's address until one of `signals`, then drain and
     return. SIGHUP reloads the model and the token file."""
+    # First of all: a signal while gRPC starts must not raise inside its start-up (a
+    # KeyboardInterrupt there left a half-built server to a closed loop). It is kept, and the
+    # server stops as soon as it serves.
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
     metrics = Metrics() if config.metrics_port is not None else None
     batcher = Batcher(
         config.max_batch,
@@ -149,17 +162,6 @@ async def serve(
     stop_metrics = _start_metrics(config, metrics)
     await server.start()
     background = _start_background(config, reloader, tokens)
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    received: list[str] = []
-
-    def on_signal(sig: signal.Signals) -> None:
-        received.append(sig.name)
-        stop.set()
-
-    for sig in signals:
-        loop.add_signal_handler(sig, on_signal, sig)
     loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader, tokens, background)
     try:
         on_ready(port)

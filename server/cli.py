@@ -14,12 +14,23 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 # setting (GRPC_VERBOSITY=INFO or DEBUG, to debug) wins.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from collections.abc import Sequence
+import sys
 
-from server import app, ports, workers
-from server.config import ENV_PREFIX, ServeConfig
-from server.errors import ModelError
-from swingup.cli import UsageError, run
+# Ctrl-C while the program still imports (gRPC, onnxruntime: a few hundred ms) is an interrupt
+# like any other, not a traceback.
+try:
+    from collections.abc import Sequence
+
+    from server import app, ports, workers
+    from server.config import ENV_PREFIX, ServeConfig
+    from server.errors import ModelError
+    from swingup.cli import UsageError, run
+except (KeyboardInterrupt, ImportError) as exc:
+    # onnxruntime's extension turns an interrupt during its own set-up into an ImportError.
+    if not isinstance(exc, KeyboardInterrupt) and not isinstance(exc.__cause__, KeyboardInterrupt):
+        raise
+    print("swingup-serve: interrupted", file=sys.stderr)
+    raise SystemExit(130) from None
 
 
 def serve(config: ServeConfig) -> int:

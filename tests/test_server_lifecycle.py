@@ -287,3 +287,50 @@ def test_a_home_it_cannot_write_gets_no_telemetry_warning(model_path: Path) -> N
         server.wait_listening()
         assert server.stop() == 0
     assert not any("telemetry" in line for line in server.lines), server.lines
+
+
+# swingup-serve with Ctrl-C (a real SIGINT) at a chosen moment of its start: when the named
+# module starts to import, or ("start") as gRPC's server starts.
+INTERRUPT_WHILE_STARTING = """
+import os, signal, sys
+
+def ctrl_c():
+    os.kill(os.getpid(), signal.SIGINT)
+
+class AtImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == WHEN:
+            sys.meta_path.remove(self)
+            ctrl_c()
+        return None
+
+WHEN = sys.argv.pop(1)
+if WHEN == "start":
+    import grpc.aio._server as aio_server
+    original = aio_server.Server.start
+
+    async def start(self):
+        ctrl_c()
+        await original(self)
+
+    aio_server.Server.start = start
+else:
+    sys.meta_path.insert(0, AtImport())
+from server.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(("when", "code"), [("grpc", 130), ("onnxruntime", 130), ("start", 0)])
+def test_ctrl_c_while_starting_is_one_line_or_a_clean_stop(
+    model_path: Path, when: str, code: int
+) -> None:
+    argv = [sys.executable, "-c", INTERRUPT_WHILE_STARTING, when, "--port", "0"]
+    done = subprocess.run(
+        [*argv, "--model", str(model_path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr and "never awaited" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    # Before the server exists: one line. Once it is being built: it serves, then drains.
+    assert last == "swingup-serve: interrupted" if code else "stopped after 0 model calls" in last
