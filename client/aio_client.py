@@ -53,7 +53,7 @@ class AsyncPolicyClient:
 
     def _error(self, exc: grpc.RpcError) -> PolicyError:
         error = PolicyError.from_rpc(exc)
-        extra = wire.hint(error.code, error.details, self.credentials)
+        extra = wire.hint(error.code, error.details, self.credentials, self.timeout)
         return PolicyError(error.code, error.details + extra) if extra else error
 
     async def act(

@@ -61,7 +61,7 @@ class PolicyClient:
 
     def _error(self, exc: grpc.RpcError) -> PolicyError:
         error = PolicyError.from_rpc(exc)
-        extra = wire.hint(error.code, error.details, self.credentials)
+        extra = wire.hint(error.code, error.details, self.credentials, self.timeout)
         return PolicyError(error.code, error.details + extra) if extra else error
 
     def act(self, obs: np.ndarray, mode: Mode = "mean", seed: int | None = None) -> np.ndarray:

@@ -194,10 +194,15 @@ _REFUSED = "Connection refused"
 _UNRESOLVED = ("errors resolving", "DNS resolution failed", "Domain name not found")
 
 
-def hint(code: grpc.StatusCode, details: str, credentials: Credentials) -> str:
+def hint(
+    code: grpc.StatusCode, details: str, credentials: Credentials, timeout: float | None = None
+) -> str:
     """What an UNAVAILABLE probably means, for the error message, from gRPC's details: nothing
     listening, a name that does not resolve, else a TLS mismatch. Nothing when a server said it
-    is stopping (a stream's end in its lame duck, server.streams): one answered."""
+    is stopping (a stream's end in its lame duck, server.streams): one answered. gRPC's own
+    DEADLINE_EXCEEDED ("Deadline Exceeded") gets the deadline that passed."""
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and details == "Deadline Exceeded" and timeout:
+        return f" (no reply within {timeout:g} s: is the server busy, stopped or out of reach?)"
     if code != grpc.StatusCode.UNAVAILABLE or details.startswith(SERVER_STOPPING):
         return ""
     if _REFUSED in details:

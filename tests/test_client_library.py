@@ -300,6 +300,10 @@ def test_a_frozen_server_fails_a_stream_step_with_deadline_exceeded(
             stream.act(observations(1))
         assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
         assert raised.value.details == "no reply to step 2 within 0.5 s"
+        with frozen(own_server), pytest.raises(PolicyError) as unary:
+            client.act(observations(1))  # gRPC says "Deadline Exceeded": we say which
+        assert unary.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "(no reply within 0.5 s: " in unary.value.details
         with pytest.raises(PolicyError, match="the stream is closed"):  # not reopened
             stream.act(observations(1))
         with frozen(own_server):
