@@ -75,11 +75,14 @@ def candidates(path: Path) -> list[Candidate]:
         names = [name for name in os.listdir(path) if _is_version(name) and (path / name).is_dir()]
     except OSError:
         return []
-    found = []
-    for name in sorted(names, key=int, reverse=True):
-        file = path / name / MODEL_FILE
-        found.append(Candidate(str(int(name)), file, _stamp(file)))
-    return found
+    found: dict[int, Candidate] = {}
+    # Highest first; of two names of one number ("7" and "007") the plain one is the version.
+    for name in sorted(names, key=lambda n: (int(n), n == str(int(n))), reverse=True):
+        number = int(name)
+        if number not in found:
+            file = path / name / MODEL_FILE
+            found[number] = Candidate(str(number), file, _stamp(file))
+    return list(found.values())
 
 
 def _naming(path: Path, reason: str) -> str:

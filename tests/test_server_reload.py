@@ -402,14 +402,14 @@ def test_the_client_cli_reloads_and_lists_versions(tmp_path: Path, models: dict[
 
 def test_version_directories_are_ascii_numbers(tmp_path: Path) -> None:
     # "²" is a digit to str.isdigit() and not to int(): it stopped the watcher for good.
-    for name in ("2", "007", "²", "x1", "10"):
+    for name in ("2", "007", "²", "x1", "10", "02"):
         (tmp_path / name).mkdir()
     (tmp_path / "3").write_text("a file, not a version")
     found = candidates(tmp_path)
     assert [(c.version, c.path.parent.name) for c in found] == [
         ("10", "10"),
         ("7", "007"),
-        ("2", "2"),
+        ("2", "2"),  # one version 2: "02" is the same number under another name
     ]
 
 
