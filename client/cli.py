@@ -22,6 +22,7 @@ from client.errors import PolicyError
 from client.policy_client import PolicyClient
 from client.wire import Credentials, Mode
 from swingup.cli import UsageError, option, run
+from swingup.tokens import token_problem
 
 ENV_PREFIX = "SWINGUP_CLIENT_"
 TOKEN_VARIABLE = "SWINGUP_TOKEN"
@@ -75,7 +76,7 @@ class Connection:
             except ValueError as exc:
                 raise UsageError(f"--token-file {exc}") from None
         token = os.environ.get(TOKEN_VARIABLE) or None
-        problem = None if token is None else wire.token_problem(token)
+        problem = None if token is None else token_problem(token)
         if problem:
             raise UsageError(f"${TOKEN_VARIABLE}: the token {problem}")
         return token

@@ -15,6 +15,7 @@ import numpy as np
 
 from client.errors import PolicyError
 from swingup import contract
+from swingup.tokens import read_tokens, token_problem
 from swingup.v1 import policy_pb2 as pb
 
 Mode = Literal["mean", "sample"]
@@ -134,34 +135,16 @@ def _reason(exc: ssl.SSLError | OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def token_problem(token: str) -> str | None:
-    """Why `token` cannot be a bearer token in gRPC metadata (nothing when it can)."""
-    if not token:
-        return "is empty"
-    if not all("!" <= char <= "~" for char in token):
-        return "must be visible ASCII characters without spaces"
-    return None
-
-
 def read_token(path: Path) -> str:
-    """The bearer token in a token file: its first line that is not blank or a # comment,
-    stripped (the server's --auth-token-file reads the same way). ValueError naming the file."""
-    if path.is_dir():
-        raise ValueError(f"{path}: is a directory")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text file (UTF-8)") from None
-    except OSError as exc:
-        raise ValueError(f"{path}: {exc.strerror}") from None
-    lines = (line.strip() for line in text.splitlines())
-    token = next((line for line in lines if line and not line.startswith("#")), None)
-    if token is None:
+    """The bearer token in a token file: its first token (swingup.tokens, as the server reads
+    its --auth-token-file). ValueError naming the file."""
+    tokens = read_tokens(path)
+    if not tokens:
         raise ValueError(f"{path}: holds no token")
-    problem = token_problem(token)
+    problem = token_problem(tokens[0])
     if problem:
         raise ValueError(f"{path}: the token {problem}")
-    return token
+    return tokens[0]
 
 
 _PORT = re.compile(r":(\d+)$")

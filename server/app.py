@@ -23,7 +23,7 @@ import swingup
 from server import drain, security
 from server.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
 from server.admin import AdminServicer
-from server.auth import TokenAuth, TokenFile, TokenFileError
+from server.auth import TokenAuth, TokenFile
 from server.batching import Batcher
 from server.config import ServeConfig, address
 from server.dataplane import DataPlane
@@ -37,6 +37,7 @@ from server.servicer import SERVICE_NAME, PolicyServicer
 from server.streams import Leaving
 from swingup import atomic
 from swingup.cli import UsageError
+from swingup.tokens import TokenFileError
 
 log = logging.getLogger("swingup.serve")
 

@@ -1,6 +1,6 @@
 """Bearer tokens: `--auth-token-file`, checked by an interceptor on every service but health.
 
-The file holds one token per line (blank lines and lines starting with # are skipped). It is
+The file holds one token per line (swingup.tokens: blank lines and # comments skipped). It is
 read again when it changes (the server polls it, and SIGHUP rereads it at once), so a token is
 added or revoked without a restart. Only SHA-256 digests of the tokens are kept; a presented
 token is hashed and compared with every digest in constant time, and no token is ever logged.
@@ -20,21 +20,13 @@ import grpc
 
 from server import interceptors
 from server.errors import Unauthenticated
+from swingup.tokens import TokenFileError, read_tokens
 
 log = logging.getLogger("swingup.serve")
 
 # Calls that need no token: health stays open for load balancers' and kubelet's probes.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 REFUSAL = "missing or invalid bearer token (metadata 'authorization: Bearer <token>')"
-
-
-class TokenFileError(Exception):
-    """The token file cannot be read, or is not text; the message names it."""
-
-
-def parse_tokens(text: str) -> list[str]:
-    lines = (line.strip() for line in text.splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
 
 
 def _digest(token: str) -> bytes:
@@ -61,12 +53,7 @@ class TokenFile:
         """Read the file now; the number of tokens. TokenFileError if it cannot be read or is
         not text."""
         stamp = _stamp(self.path)
-        try:
-            tokens = parse_tokens(self.path.read_bytes().decode())
-        except OSError as exc:
-            raise TokenFileError(f"{self.path}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise TokenFileError(f"{self.path}: not UTF-8 text") from None
+        tokens = read_tokens(self.path)
         self._digests = [_digest(token) for token in tokens]
         self._stamp = stamp
         return len(tokens)

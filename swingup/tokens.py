@@ -1,0 +1,38 @@
+"""Bearer tokens as both sides read them. A token file holds one token per line, blank lines and
+lines starting with # skipped: the server's --auth-token-file (all of them are valid) and the
+client's --token-file (it sends the first). A token travels as gRPC metadata, so it is visible
+ASCII without spaces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TokenFileError(ValueError):
+    """A token file that cannot be read, or is not text; the message names it."""
+
+
+def parse_tokens(text: str) -> list[str]:
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def read_tokens(path: Path) -> list[str]:
+    """The tokens of the file at `path`, in order; TokenFileError if it cannot be read."""
+    if path.is_dir():
+        raise TokenFileError(f"{path}: is a directory")
+    try:
+        return parse_tokens(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise TokenFileError(f"{path}: not a text file, not UTF-8 text") from None
+    except OSError as exc:
+        raise TokenFileError(f"{path}: {exc.strerror}") from None
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` cannot be a bearer token in gRPC metadata (nothing when it can)."""
+    if not token:
+        return "is empty"
+    if not all("!" <= char <= "~" for char in token):
+        return "must be visible ASCII characters without spaces"
+    return None
