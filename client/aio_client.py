@@ -13,6 +13,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import wire
+from client.client_base import ClientBase
 from client.errors import PolicyError
 from client.session import CLIENT_TIMEOUT, Default, StreamSession
 from client.wire import Credentials, Mode
@@ -23,38 +24,23 @@ from swingup.v1 import policy_pb2 as pb
 R = TypeVar("R")
 
 
-class AsyncPolicyClient:
+class AsyncPolicyClient(ClientBase):
     """`async with AsyncPolicyClient(target) as client: await client.act(obs)`: the calls of
     `PolicyClient`, awaited, with the same deadlines, retries and errors."""
 
     def __init__(
         self, target: str, timeout: float | None = 5.0, credentials: Credentials | None = None
     ) -> None:
-        wire.check_timeout("timeout", timeout)
-        wire.check_target(target)
-        self.target = target
-        self.timeout = timeout
-        self.credentials = credentials or Credentials()
-        self._closed = False
+        super().__init__(target, timeout, credentials)
         options = wire.channel_options()
         if self.credentials.secure:
             channel_credentials = self.credentials.channel_credentials()
             self._channel = grpc.aio.secure_channel(target, channel_credentials, options=options)
         else:
             self._channel = grpc.aio.insecure_channel(target, options=options)
-        self._metadata = self.credentials.metadata()
         self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise PolicyError(grpc.StatusCode.FAILED_PRECONDITION, "the client is closed")
-
-    def _error(self, exc: grpc.RpcError) -> PolicyError:
-        error = PolicyError.from_rpc(exc)
-        extra = wire.hint(error.code, error.details, self.credentials, self.timeout)
-        return PolicyError(error.code, error.details + extra) if extra else error
 
     async def act(
         self, obs: np.ndarray, mode: Mode = "mean", seed: int | None = None
@@ -81,7 +67,7 @@ class AsyncPolicyClient:
         none); `step_timeout` each step, from request to reply (default: the client's
         `timeout`; None: none); `reopen` moves it to a new stream when its server goes away
         (see PolicyStream)."""
-        step = self.timeout if step_timeout is CLIENT_TIMEOUT else step_timeout
+        step = self._step_timeout(step_timeout)
         return AsyncPolicyStream(self, mode, seed, timeout, reopen, step)
 
     async def _unary(self, method: Callable[..., Awaitable[R]], request: object) -> R:

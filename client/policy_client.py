@@ -15,6 +15,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import wire
+from client.client_base import ClientBase
 from client.errors import PolicyError
 from client.session import CLIENT_TIMEOUT, Default, StreamSession
 from client.wire import Credentials, Mode
@@ -24,7 +25,7 @@ from swingup.v1 import policy_pb2 as pb
 R = TypeVar("R")
 
 
-class PolicyClient:
+class PolicyClient(ClientBase):
     """A channel to a policy server. `timeout` is each call's deadline in seconds (None: none;
     else > 0 and <= wire.MAX_TIMEOUT_S, or ValueError).
 
@@ -38,31 +39,16 @@ class PolicyClient:
     def __init__(
         self, target: str, timeout: float | None = 5.0, credentials: Credentials | None = None
     ) -> None:
-        wire.check_timeout("timeout", timeout)
-        wire.check_target(target)
-        self.target = target
-        self.timeout = timeout
-        self.credentials = credentials or Credentials()
-        self._closed = False
+        super().__init__(target, timeout, credentials)
         options = wire.channel_options()
         if self.credentials.secure:
             channel_credentials = self.credentials.channel_credentials()
             self._channel = grpc.secure_channel(target, channel_credentials, options=options)
         else:
             self._channel = grpc.insecure_channel(target, options=options)
-        self._metadata = self.credentials.metadata()
         self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise PolicyError(grpc.StatusCode.FAILED_PRECONDITION, "the client is closed")
-
-    def _error(self, exc: grpc.RpcError) -> PolicyError:
-        error = PolicyError.from_rpc(exc)
-        extra = wire.hint(error.code, error.details, self.credentials, self.timeout)
-        return PolicyError(error.code, error.details + extra) if extra else error
 
     def act(self, obs: np.ndarray, mode: Mode = "mean", seed: int | None = None) -> np.ndarray:
         """Actions float32 [B, 1] for observations [B, 3]; `seed` makes sampling repeatable."""
@@ -88,8 +74,7 @@ class PolicyClient:
         none); `step_timeout` each step, from request to reply (default: the client's
         `timeout`; None: none); `reopen` moves it to a new stream when its server goes away
         (see PolicyStream)."""
-        step = self.timeout if step_timeout is CLIENT_TIMEOUT else step_timeout
-        return PolicyStream(self, mode, seed, timeout, reopen, step)
+        return PolicyStream(self, mode, seed, timeout, reopen, self._step_timeout(step_timeout))
 
     def _unary(self, method: Callable[..., R], request: object) -> R:
         """One call with this client's deadline and metadata; gRPC errors become PolicyError.
