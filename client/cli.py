@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +20,12 @@ from client.drive import drive, summary
 from client.errors import PolicyError
 from client.policy_client import PolicyClient
 from client.wire import Credentials, Mode
-from swingup.cli import UsageError, option, run
+from swingup.cli import EXIT_FAILED, Failed, UsageError, option, run
 from swingup.tokens import token_problem
 
 ENV_PREFIX = "SWINGUP_CLIENT_"
 TOKEN_VARIABLE = "SWINGUP_TOKEN"
 PROG = "swingup-client"
-EXIT_FAILED = 1
 # A server takes at most 65536 observations a call (its --max-batch bound); more pendulums
 # could never be served, and building their environments alone takes minutes.
 MAX_PENDULUMS = 65_536
@@ -204,8 +202,7 @@ def drive_command(config: DriveConfig) -> int:
     if config.json:
         print(json.dumps(figures))
     if report.gif_error is not None:  # the figures above stand; the GIF alone is lost
-        print(f"{PROG}: error: --gif {config.gif}: {report.gif_error}", file=sys.stderr)
-        return EXIT_FAILED
+        raise Failed(f"--gif {config.gif}: {report.gif_error}")
     return 0
 
 
@@ -241,41 +238,23 @@ def health_command(config: HealthConfig) -> int:
     return 0 if status == "SERVING" else EXIT_FAILED
 
 
-def _reporting(handler: Callable[[C], int]) -> Callable[[C], int]:
-    """A failed call or file write is one line on stderr and exit 1, never a traceback."""
-
-    def wrapped(config: C) -> int:
-        try:
-            return handler(config)
-        except PolicyError as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        except BrokenPipeError:
-            raise  # stdout's reader left (`| head`): run() ends quietly
-        except OSError as exc:  # the GIF could not be written
-            where = "" if exc.filename is None else f": {exc.filename}"
-            print(f"{PROG}: error: {exc.strerror or exc}{where}", file=sys.stderr)
-            return EXIT_FAILED
-
-    return wrapped
-
-
 COMMANDS: dict[str, tuple[type, Callable[[Any], int], str]] = {
-    "drive": (DriveConfig, _reporting(drive_command), "drive local pendulums with the server"),
-    "info": (InfoConfig, _reporting(info_command), "print the served model's description"),
-    "health": (HealthConfig, _reporting(health_command), "print the server's health status"),
+    "drive": (DriveConfig, (drive_command), "drive local pendulums with the server"),
+    "info": (InfoConfig, (info_command), "print the served model's description"),
+    "health": (HealthConfig, (health_command), "print the server's health status"),
     "reload": (
         InfoConfig,
-        _reporting(reload_command),
+        (reload_command),
         "reload the server's model now (AdminService.ReloadModel); exit 1 if a version was refused",
     ),
     "versions": (
         InfoConfig,
-        _reporting(versions_command),
+        (versions_command),
         "list the model versions the server sees (AdminService.ListVersions)",
     ),
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(PROG, __doc__ or "", COMMANDS, argv, ENV_PREFIX)
+    # A failed call, or a file the disk would not write: one line, exit 1.
+    return run(PROG, __doc__ or "", COMMANDS, argv, ENV_PREFIX, failures=(PolicyError, OSError))

@@ -19,12 +19,17 @@ from typing import Any, Literal, TypeVar, Union
 
 T = TypeVar("T")
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
     """A mistake of the user's: reported as one line, exit code 2, never a traceback."""
+
+
+class Failed(Exception):
+    """A failure at run time, not a mistake (the disk, the server): one line, exit code 1."""
 
 
 def option(
@@ -177,11 +182,13 @@ def run(
     commands: dict[str, tuple[type, Handler, str]],
     argv: Sequence[str] | None = None,
     env_prefix: str | None = None,
+    failures: tuple[type[Exception], ...] = (),
 ) -> int:
     """Parse `argv` into the chosen command's config and call its handler.
 
     `commands` maps a subcommand name to (config dataclass, handler, one-line help). With a
-    single command named "" the program takes no subcommand.
+    single command named "" the program takes no subcommand. A UsageError is one line and exit
+    2; Failed, and the program's own `failures`, one line and exit 1.
     """
     parser = _Parser(prog=prog, description=description)
     if set(commands) == {""}:
@@ -196,6 +203,7 @@ def run(
     if set(commands) != {""}:
         cls, handler, _ = commands[namespace.command]
         chosen = (cls, handler)
+    reported: tuple[type[Exception], ...] = (Failed, *failures)
     try:
         config: Any = to_config(chosen[0], namespace)
         return chosen[1](config)
@@ -206,4 +214,14 @@ def run(
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        return 1
+        return 1  # stdout's reader left (`| head`): nothing to say, and no one to say it to
+    except reported as exc:
+        print(f"{prog}: error: {_described(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _described(exc: Exception) -> str:
+    """An OSError as its reason and the file it names; anything else as its message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + ("" if exc.filename is None else f": {exc.filename}")
+    return str(exc)

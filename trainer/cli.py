@@ -16,7 +16,7 @@ try:
     from typing import TYPE_CHECKING, Any
 
     from swingup import atomic
-    from swingup.cli import EXIT_INTERRUPTED, Handler, UsageError, run
+    from swingup.cli import EXIT_INTERRUPTED, Failed, Handler, UsageError, run
     from trainer import checkpoint, run_plan
     from trainer.config import (
         MAX_SEED,
@@ -36,11 +36,6 @@ if TYPE_CHECKING:
     from trainer.onnx_graph import ExportResult
 
 EVAL_FILE = "eval.json"
-EXIT_FAILED = 1
-
-
-class Failed(Exception):
-    """A runtime failure (the disk, not the user): one line on stderr, exit 1."""
 
 
 def emit_json(payload: dict[str, Any]) -> None:
@@ -255,8 +250,7 @@ def evaluate(cfg: EvaluateConfig) -> int:
             }
         )
     if report.gif_error is not None:  # the figures above stand; the GIF alone is lost
-        print(f"swingup-train: error: --gif {gif}: {report.gif_error}", file=sys.stderr)
-        return EXIT_FAILED
+        raise Failed(f"--gif {gif}: {report.gif_error}")
     return 0
 
 
@@ -331,33 +325,20 @@ def _export_to_triton(source: Path, repo: Path, name: str) -> ExportResult:
     return dataclasses.replace(checked, path=path)
 
 
-def one_line_failures(handler: Handler) -> Handler:
-    """`Failed` is a runtime failure, not a mistake: one line, exit 1."""
-
-    def run_handler(cfg: Any) -> int:
-        try:
-            return handler(cfg)
-        except Failed as exc:
-            print(f"swingup-train: error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-
-    return run_handler
-
-
 COMMANDS: dict[str, tuple[type, Handler, str]] = {
     "train": (
         TrainConfig,
-        one_line_failures(train),
+        train,
         "train an A2C actor and critic on Pendulum-v1",
     ),
     "evaluate": (
         EvaluateConfig,
-        one_line_failures(evaluate),
+        evaluate,
         "mean and std of the return over random-start episodes",
     ),
     "export": (
         ExportConfig,
-        one_line_failures(export),
+        export,
         "export a run's actor to a checked ONNX model",
     ),
 }

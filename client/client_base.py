@@ -1,0 +1,36 @@
+"""What `PolicyClient` and `AsyncPolicyClient` share besides their channel: the checks of the
+target and deadline, the credentials, the closed state and the one mapping of gRPC's errors to
+PolicyError. (Each builds its own channel and stubs: grpc's and grpc.aio's differ in type.)"""
+
+from __future__ import annotations
+
+import grpc
+
+from client import wire
+from client.errors import PolicyError
+from client.session import CLIENT_TIMEOUT, Default
+from client.wire import Credentials
+
+
+class ClientBase:
+    def __init__(self, target: str, timeout: float | None, credentials: Credentials | None) -> None:
+        wire.check_timeout("timeout", timeout)
+        wire.check_target(target)
+        self.target = target
+        self.timeout = timeout
+        self.credentials = credentials or Credentials()
+        self._closed = False
+        self._metadata = self.credentials.metadata()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PolicyError(grpc.StatusCode.FAILED_PRECONDITION, "the client is closed")
+
+    def _error(self, exc: grpc.RpcError) -> PolicyError:
+        error = PolicyError.from_rpc(exc)
+        extra = wire.hint(error.code, error.details, self.credentials, self.timeout)
+        return PolicyError(error.code, error.details + extra) if extra else error
+
+    def _step_timeout(self, step_timeout: float | Default | None) -> float | None:
+        """A stream step's deadline: by default the client's `timeout`, a call's."""
+        return self.timeout if step_timeout is CLIENT_TIMEOUT else step_timeout
