@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from swingup import contract
+from swingup import atomic, contract
 from swingup.cli import UsageError, option
 
 ENV_PREFIX = "SWINGUP_"
@@ -228,18 +227,9 @@ def _check_readable(flag: str, path: Path) -> None:
 
 def _check_port_file(path: Path) -> None:
     """--port-file is written once the port is open: refuse now what would fail then."""
-    if path.is_dir():
-        raise UsageError(f"--port-file {path}: is a directory")
-    parent = path.parent  # created if missing (swingup.atomic), under its nearest existing one
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UsageError(f"--port-file {path}: {parent} is not a directory")
-    try:  # a trial, as access() says yes to root even where nothing can be written (/proc)
-        with tempfile.TemporaryFile(dir=parent):  # unnamed (O_TMPFILE): nothing left behind
-            pass
-    except OSError as exc:
-        raise UsageError(f"--port-file {path}: cannot write in {parent} ({exc.strerror})") from None
+    problem = atomic.unwritable(path)
+    if problem:
+        raise UsageError(f"--port-file {path}: {problem}")
 
 
 def address(host: str, port: int) -> str:

@@ -65,3 +65,22 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def unwritable(path: Path) -> str | None:
+    """Why a write here could not write `path` (None if it can), for a check before the work
+    that fills it rather than after: a directory in its place, or a nearest existing ancestor
+    (missing directories are created) that is no directory or takes no new file."""
+    if path.is_dir():
+        return "is a directory"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    try:  # a trial, as access() says yes to root even where nothing can be written (/proc)
+        with tempfile.TemporaryFile(dir=parent):  # unnamed (O_TMPFILE): nothing left behind
+            pass
+    except OSError as exc:
+        return f"cannot write in {parent} ({exc.strerror})"
+    return None

@@ -51,16 +51,10 @@ def _why(exc: OSError) -> str:
 
 
 def check_can_write(path: Path, what: str) -> None:
-    """Fail before the work rather than after it: `path` must be a file that can be created
-    (its directory exists or can be made, and takes a new file)."""
-    if path.is_dir():
-        raise UsageError(f"{what} {path} is a directory; name a file")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-    except OSError as exc:
-        raise UsageError(f"{what} {path}: cannot write there ({_why(exc)})") from None
+    """Fail before the work rather than after it: `path` must be a file that can be created."""
+    problem = atomic.unwritable(path)
+    if problem:
+        raise UsageError(f"{what} {path}: cannot write there ({problem})")
 
 
 def train(cfg: TrainConfig) -> int:
