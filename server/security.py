@@ -22,11 +22,6 @@ KEEPALIVE_MS = 60_000
 KEEPALIVE_TIMEOUT_MS = 20_000
 
 
-# PEM encryption, PKCS#8 and the traditional OpenSSL headers: such a key needs a pass phrase,
-# which OpenSSL would ask for on the terminal (or fail on without one, saying "Invalid argument").
-ENCRYPTED_MARKERS = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
-
-
 def channel_options(config: ServeConfig, reuse_port: bool) -> list[tuple[str, Any]]:
     idle_ms = max(1, round(config.idle_timeout_s * 1000))
     return [
@@ -48,8 +43,6 @@ def server_credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
         return None
     cert = _read("--tls-cert", config.tls_cert)
     key = _read("--tls-key", config.tls_key)
-    if any(marker in key for marker in ENCRYPTED_MARKERS):
-        raise _encrypted(config.tls_key)
     # gRPC would accept unusable PEM here and fail every handshake later; ssl says why now.
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
@@ -76,11 +69,13 @@ def server_credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
 
 
 class _PasswordWanted(Exception):
-    """OpenSSL asked for a pass phrase: the key is encrypted in a way the markers missed."""
+    """OpenSSL asked for a pass phrase: the key is encrypted."""
 
 
 def _no_password() -> str:
-    raise _PasswordWanted  # never prompt: a server has no one at its terminal
+    # Without a callback OpenSSL would ask on the terminal (a server has no one there) or, with
+    # no terminal, fail saying "Invalid argument".
+    raise _PasswordWanted
 
 
 def _encrypted(key: Path) -> UsageError:
