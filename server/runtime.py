@@ -80,12 +80,17 @@ def _check_graph(session: ort.InferenceSession) -> None:
         raise ModelError(problem)
 
 
+def _first_line(exc: Exception) -> str:
+    """An exception's message for a one-line error: its first line, or its type's name."""
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
+
+
 def check_onnx(data: bytes, path: Path) -> None:
     """The ONNX checker with full shape inference, as the exporter runs it."""
     try:
         onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
     except Exception as exc:  # DecodeError, ValidationError, InferenceError...
-        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        reason = _first_line(exc)
         raise ModelError(f"{path}: the ONNX checker rejected the model: {reason}") from None
 
 
@@ -157,7 +162,7 @@ class Runtime:
         try:
             session = ort.InferenceSession(data, session_options(), providers=requested)
         except Exception as exc:  # onnxruntime raises its own unexported exception types
-            reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+            reason = _first_line(exc)
             raise ModelError(f"cannot load {path} as an ONNX model: {reason}") from None
         active = session.get_providers()
         note = confirm_providers(device, requested, active) or note
@@ -193,7 +198,7 @@ class Runtime:
         try:
             mean, std = self.session.run(_OUTPUTS, {contract.INPUT_NAME: obs})
         except Exception as exc:  # onnxruntime's own types: a graph that cannot run
-            reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+            reason = _first_line(exc)
             raise ModelError(f"model failed its smoke inference: {reason}") from None
         if mean.shape != (len(obs), contract.ACTION_DIM) or std.shape != mean.shape:
             raise ModelError(
