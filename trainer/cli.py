@@ -54,7 +54,8 @@ def check_can_write(path: Path, what: str) -> None:
     """Fail before the work rather than after it: `path` must be a file that can be created."""
     problem = atomic.unwritable(path)
     if problem:
-        raise UsageError(f"{what} {path}: cannot write there ({problem})")
+        said = problem.startswith("cannot write")  # "cannot write in /proc (...)"
+        raise UsageError(f"{what} {path}: {problem if said else f'cannot write there ({problem})'}")
 
 
 def train(cfg: TrainConfig) -> int:
