@@ -11,84 +11,27 @@ shared machine hits both alike. `run(smoke=True)` is the tiny size `make test` r
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
 
-from bench import load, pyspy, report_serving, servers
+from bench import load, report_serving, servers
 from bench import model as bench_model
+from bench.capacity import capacity
 from bench.load import Job, Pool
+from bench.scale import SMOKE, Scale
 from bench.servers import Served
+from bench.targets import targets_of
+from bench.under_load import memory, profile
 from swingup import contract
 
-CONTROL_HZ = 20.0  # Pendulum-v1's dt is 0.05 s: one action per pendulum every 50 ms
-DEADLINE_MS = 1e3 / CONTROL_HZ
 QUANTILES = np.linspace(0.0, 100.0, 201)
 METHODS: tuple[load.Method, ...] = ("unary", "stream")
-
-
-@dataclasses.dataclass(frozen=True)
-class Scale:
-    """How much one run measures; every load is bounded by these counts and seconds."""
-
-    latency_s: float = 3.0  # each one-caller latency row
-    throughput_s: float = 2.0  # each many-caller row
-    warmup_s: float = 0.5
-    # Servers compared in a row (the echo and ours) are taken in turn this many times, a window
-    # each, and their windows pooled: see Bench.compare.
-    rounds: int = 3
-    callers: tuple[int, ...] = (1, 16, 64, 256)
-    processes: int = 2  # caller processes: one per core did best here (see the report)
-    big_batch: int = 1024
-    ort_calls: int = 3000
-    capacity_probe_s: float = 4.0
-    capacity_warmup_s: float = 1.0
-    capacity_budget_s: float = 35.0  # per server and method
-    capacity_start: int = 64
-    capacity_limit: int = 4096
-    memory_s: float = 60.0
-    memory_callers: int = 64
-    profile_s: float = 8.0  # 0: no py-spy profile
-    # Servers beside the echo and ours: names understood by `server_args` and `_start`.
-    variants: tuple[str, ...] = (
-        "echo-sync",
-        "echo-model",
-        "ours-nobatch",
-        "ours-2workers",
-        "ours-window500",
-    )
-    variant_callers: tuple[int, ...] = (64, 256)
-    stream_callers: int = 64
-
-
-SMOKE = Scale(
-    rounds=2,  # two, so that the smoke run takes the servers in turn as a full run does
-    latency_s=0.3,
-    throughput_s=0.3,
-    warmup_s=0.1,
-    callers=(1, 4),
-    big_batch=64,
-    ort_calls=50,
-    capacity_probe_s=0.3,
-    capacity_warmup_s=0.1,
-    capacity_budget_s=1.0,
-    capacity_start=2,
-    capacity_limit=4,
-    memory_s=1.0,
-    memory_callers=2,
-    profile_s=0.0,
-    variants=("echo-model", "ours-nobatch"),
-    variant_callers=(4,),
-    stream_callers=4,
-)
 
 
 # --- the in-process floor ---------------------------------------------------------------------
@@ -275,150 +218,6 @@ def throughput_rows(bench: Bench, servers_: list[str], callers: tuple[int, ...])
             bench.compare(servers_, "unary", n, processes=processes, group="throughput")
 
 
-# --- real-time capacity -----------------------------------------------------------------------
-
-
-def capacity(pool: Pool, target: str, method: load.Method, scale: Scale) -> dict[str, Any]:
-    """The most pendulums, each a caller at 20 Hz, served with p99 under one control period, no
-    failed call and every tick sent: doubling from `capacity_start`, then bisection, within the
-    time budget and `capacity_limit` callers."""
-    deadline = time.monotonic() + scale.capacity_budget_s
-    probes: list[dict[str, Any]] = []
-
-    def fits(callers: int) -> bool | None:
-        cost = scale.capacity_warmup_s + scale.capacity_probe_s + load.SETUP_S + 0.004 * callers
-        if time.monotonic() + cost + 1.0 > deadline and probes:
-            return None  # out of time: the search stops with what it knows
-        job = Job(
-            target,
-            method,
-            callers,
-            rate_hz=CONTROL_HZ,
-            warmup_s=scale.capacity_warmup_s,
-            duration_s=scale.capacity_probe_s,
-            timeout_s=1.0,
-        )
-        outcome = pool.run(job)
-        expected = callers * CONTROL_HZ * scale.capacity_probe_s
-        sent = len(outcome.latencies) + outcome.errors
-        p99 = outcome.percentile_ms(99)
-        ok = outcome.errors == 0 and p99 < DEADLINE_MS and sent >= 0.95 * expected
-        probes.append(
-            {
-                "callers": callers,
-                "ok": ok,
-                "p50_ms": outcome.percentile_ms(50),
-                "p99_ms": p99,
-                "errors": outcome.errors,
-                "sent_fraction": sent / expected,
-            }
-        )
-        return ok
-
-    good, bad = 0, None
-    n = scale.capacity_start
-    bound = "limit"
-    while n <= scale.capacity_limit:
-        verdict = fits(n)
-        if verdict is None:
-            bound = "time"
-            break
-        if not verdict:
-            bad = n
-            break
-        good, n = n, n * 2
-    while bad is not None and bad - good > max(1, good // 16):
-        mid = (good + bad) // 2
-        verdict = fits(mid)
-        if verdict is None:
-            bound = "time"
-            break
-        good, bad = (mid, bad) if verdict else (good, mid)
-    if bad is not None and bound != "time":
-        bound = "search"
-    return {"pendulums": good, "first_failing": bad, "bounded_by": bound, "probes": probes}
-
-
-# --- memory and profile -----------------------------------------------------------------------
-
-
-def _in_background(work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    result: list[Any] = []
-    thread = threading.Thread(target=lambda: result.append(work()), daemon=True)
-    thread.start()
-    return thread, result
-
-
-def memory(pool: Pool, served: Served, target: str, scale: Scale) -> dict[str, Any]:
-    """The server's RSS, sampled twice a second through a closed-loop load of `memory_s`."""
-    process = psutil.Process(served.pid)
-    job = Job(
-        target, "unary", scale.memory_callers, warmup_s=scale.warmup_s, duration_s=scale.memory_s
-    )
-    start = time.monotonic()
-    window = start + load.SETUP_S + 0.004 * job.callers + job.warmup_s
-    thread, result = _in_background(lambda: pool.run(job))
-    samples: list[tuple[float, float]] = []
-    while thread.is_alive():
-        now = time.monotonic()
-        if now >= window:
-            samples.append((now - window, process.memory_info().rss / 2**20))
-        thread.join(0.5)
-    if not result:
-        raise RuntimeError("the memory load failed")
-    outcome: load.Outcome = result[0]
-    rss = [mib for _, mib in samples] or [math.nan]
-    slope = (
-        float(np.polyfit([t for t, _ in samples], rss, 1)[0] * 60) if len(samples) > 2 else math.nan
-    )
-    return {
-        "duration_s": scale.memory_s,
-        "callers": scale.memory_callers,
-        "calls": len(outcome.latencies),
-        "errors": outcome.errors,
-        "start_mib": rss[0],
-        "end_mib": rss[-1],
-        "max_mib": max(rss),
-        "growth_mib": _growth(samples, scale.memory_s),
-        "edge_s": _edge_s(scale.memory_s),
-        "slope_mib_per_min": slope,
-        "samples": [(round(t, 2), round(m, 2)) for t, m in samples],
-    }
-
-
-def _edge_s(duration_s: float) -> float:
-    return min(10.0, duration_s / 4)
-
-
-def _growth(samples: list[tuple[float, float]], duration_s: float) -> float:
-    """RSS at the end less RSS at the start, each the median of the samples in the first or
-    last `_edge_s`. A single sample is noise here: the server's RSS moves by up to 1 MiB from
-    one half-second sample to the next, so last-minus-first fell either side of zero."""
-    if not samples:
-        return math.nan
-    edge, end = _edge_s(duration_s), samples[-1][0]
-    first = [mib for t, mib in samples if t <= samples[0][0] + edge]
-    last = [mib for t, mib in samples if t >= end - edge]
-    return float(np.median(last) - np.median(first))
-
-
-def profile(pool: Pool, served: Served, target: str, scale: Scale, work: Path) -> dict[str, Any]:
-    """py-spy over our server under 64 closed-loop callers; a note instead when it cannot run."""
-    if pyspy.available() is None:
-        return {"note": "py-spy is not installed (it comes with the bench extra)"}
-    job = Job(target, "unary", 64, warmup_s=1.0, duration_s=scale.profile_s + 2.0)
-    thread, result = _in_background(lambda: pool.run(job))
-    time.sleep(load.SETUP_S + 0.3 + 1.5)
-    rate = 200
-    raw = pyspy.record(served.pid, scale.profile_s, work / "pyspy.txt", rate)
-    thread.join()
-    if raw is None:
-        return {"note": "py-spy could not attach to the server (it needs ptrace rights)"}
-    summary = pyspy.summarize(raw, scale.profile_s, rate)
-    summary["calls_per_s_while_sampled"] = result[0].calls_per_s if result else math.nan
-    return summary
-
-
 # --- the run ---------------------------------------------------------------------------------
 
 
@@ -529,87 +328,3 @@ def _measure_all(
     )
     mem = memory(bench.pool, ours, bench.targets["ours"], scale)
     return {"capacity": caps, "memory": mem, "profile": prof}
-
-
-# --- targets ----------------------------------------------------------------------------------
-
-
-def targets_of(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issue 5: our figure, its floor, the ratio, the bound and whether it holds."""
-    rows = result["rows"]
-
-    def row(**match: Any) -> dict[str, Any] | None:
-        return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
-
-    out: list[dict[str, Any]] = []
-
-    def add(name: str, ours: float, floor: float, bound: float, lower_is_better: bool) -> None:
-        ratio = ours / floor if floor and not math.isnan(floor) else math.nan
-        met = ratio <= bound if lower_is_better else ratio >= bound
-        out.append(
-            {
-                "target": name,
-                "ours": ours,
-                "floor": floor,
-                "ratio": ratio,
-                "bound": bound,
-                "lower_is_better": lower_is_better,
-                "met": bool(met),
-            }
-        )
-
-    for method, name in (("unary", "Act p50"), ("stream", "StreamAct step p50")):
-        ours, echo = (row(group="latency", server=s, method=method) for s in ("ours", "echo"))
-        if ours and echo:
-            add(f"{name} (ms) <= 1.2x echo", ours["p50_ms"], echo["p50_ms"], 1.2, True)
-    procs = result["scale"]["processes"]
-    ours64 = row(group="throughput", server="ours", callers=64, processes=procs)
-    echo64 = row(group="throughput", server="echo", callers=64, processes=procs)
-    if ours64 and echo64:
-        add(
-            "64 callers, calls/s >= 0.8x echo",
-            ours64["calls_per_s"],
-            echo64["calls_per_s"],
-            0.8,
-            False,
-        )
-    big = row(group="big batch", server="ours")
-    if big:
-        out.append(
-            {
-                "target": f"{big['pendulums']} pendulums per call, actions/s >= 1 000 000",
-                "ours": big["actions_per_s"],
-                "floor": 1e6,
-                "ratio": big["actions_per_s"] / 1e6,
-                "bound": 1.0,
-                "lower_is_better": False,
-                "met": big["actions_per_s"] >= 1e6,
-            }
-        )
-    caps = result.get("capacity", {})
-    for method in ("unary", "stream"):
-        ours_cap, echo_cap = caps.get(f"ours {method}"), caps.get(f"echo {method}")
-        if ours_cap and echo_cap:
-            add(
-                f"real-time pendulums ({method}) >= 0.8x echo",
-                ours_cap["pendulums"],
-                echo_cap["pendulums"],
-                0.8,
-                False,
-            )
-    mem = result.get("memory")
-    if mem:
-        # "Must not grow": within 2% (or 4 MiB) of where the run started.
-        tolerance = max(4.0, 0.02 * mem["start_mib"])
-        out.append(
-            {
-                "target": f"RSS growth over {mem['duration_s']:.0f} s (MiB) <= {tolerance:.1f}",
-                "ours": mem["growth_mib"],
-                "floor": mem["start_mib"],
-                "ratio": mem["end_mib"] / mem["start_mib"],
-                "bound": tolerance,
-                "lower_is_better": True,
-                "met": mem["growth_mib"] <= tolerance,
-            }
-        )
-    return out

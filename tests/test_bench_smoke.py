@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 from support import Reference, observations
 
-from bench import report, servers, serving
+from bench import report, servers, serving, under_load
 from swingup.v1 import policy_pb2 as pb
 from swingup.v1 import policy_pb2_grpc
 
@@ -43,10 +43,10 @@ def test_memory_growth_is_read_from_the_ends_not_from_two_samples() -> None:
     noise = np.random.default_rng(0).uniform(-0.5, 0.5, 120)
     flat = [(t / 2, 116.8 + noise[t]) for t in range(120)]
     flat[0], flat[-1] = (0.0, 116.2), (59.5, 117.4)
-    assert abs(serving._growth(flat, 60.0)) < 0.3
+    assert abs(under_load.rss_growth(flat, 60.0)) < 0.3
     # A steady leak of 1 MiB a minute shows as most of that minute's MiB.
     leak = [(t / 2, 100.0 + t / 120) for t in range(120)]
-    assert 0.7 < serving._growth(leak, 60.0) < 1.0
+    assert 0.7 < under_load.rss_growth(leak, 60.0) < 1.0
 
 
 def test_the_echo_with_the_model_answers_the_models_mean_actions(
