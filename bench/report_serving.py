@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import machine_lines
+from bench.targets import targets_of
 
 LATENCY_PNG = "serving-latency.png"
 THROUGHPUT_PNG = "serving-throughput.png"
@@ -131,6 +132,12 @@ def _f(value: float, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _figure(value: float) -> str:
+    """Two decimals for a latency or a MiB, none for a count or a rate in thousands."""
+    whole = isinstance(value, int) or abs(value) >= 1000 or float(value).is_integer()
+    return _f(value, 0 if whole else 2)
+
+
 def _ratio(value: float | None, floor: float | None) -> str:
     if not value or not floor or math.isnan(value) or math.isnan(floor):
         return "-"
@@ -215,9 +222,10 @@ def _targets(result: dict[str, Any]) -> list[str]:
         "| target | ours | floor | ratio | holds |",
         "|---|---:|---:|---:|:---:|",
     ]
-    for t in result["targets"]:
+    for t in targets_of(result):  # from the figures, so a re-rendered report reads them anew
+        floor = t.get("floor_text") or _figure(t["floor"])
         lines.append(
-            f"| {t['target']} | {_f(t['ours'])} | {_f(t['floor'])} | {_f(t['ratio'])}x | "
+            f"| {t['target']} | {_figure(t['ours'])} | {floor} | {_f(t['ratio'])}x | "
             f"{'yes' if t['met'] else '**no**'} |"
         )
     return [*lines, ""]
