@@ -6,22 +6,27 @@ from --token-file or, without it, from the SWINGUP_TOKEN variable.
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from swingup.interrupts import exit_on_interrupt
 
-from google.protobuf import json_format
+# Ctrl-C while the program still imports (gRPC, numpy, protobuf: a few hundred ms) is an
+# interrupt like any other, not a traceback.
+with exit_on_interrupt("swingup-client"):
+    import json
+    import os
+    from collections.abc import Callable, Sequence
+    from dataclasses import dataclass
+    from pathlib import Path
+    from typing import Any, TypeVar
 
-from client import wire
-from client.drive import drive, summary
-from client.errors import PolicyError
-from client.policy_client import PolicyClient
-from client.wire import Credentials, Mode
-from swingup.cli import EXIT_FAILED, Failed, UsageError, option, run
-from swingup.tokens import token_problem
+    from google.protobuf import json_format
+
+    from client import wire
+    from client.drive import drive, summary
+    from client.errors import PolicyError
+    from client.policy_client import PolicyClient
+    from client.wire import Credentials, Mode
+    from swingup.cli import EXIT_FAILED, Failed, UsageError, option, run
+    from swingup.tokens import token_problem
 
 ENV_PREFIX = "SWINGUP_CLIENT_"
 TOKEN_VARIABLE = "SWINGUP_TOKEN"

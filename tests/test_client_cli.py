@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from certs import Authority
 from PIL import Image
-from support import Reference, frozen
+from support import INTERRUPT_AT_IMPORT, Reference, frozen
 
 from client.cli import Connection, main
 from client.localserver import LocalServer
@@ -278,6 +278,17 @@ def test_ctrl_c_is_one_line_and_keeps_the_returns_printed_so_far(
         drive.wait()
     assert (drive.returncode, err) == (130, "swingup-client: interrupted\n")
     assert all(line.startswith("episode ") for line in out.splitlines())
+
+
+# What swingup-client imports before it can do anything (gRPC, protobuf, numpy), and gymnasium,
+# which drive imports when the episodes start.
+@pytest.mark.parametrize("module", ["google.protobuf", "grpc", "numpy", "gymnasium"])
+def test_ctrl_c_while_starting_is_one_line_130(target: str, module: str) -> None:
+    program = [sys.executable, "-c", INTERRUPT_AT_IMPORT, module, "client.cli"]
+    argv = [*program, "drive", "--target", target, "--episodes", "1"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (130, "swingup-client: interrupted\n")
+    assert done.stdout == ""
 
 
 def test_the_token_is_the_files_first_line_that_is_not_blank_or_a_comment(
