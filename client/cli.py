@@ -64,6 +64,7 @@ class Connection:
         ):
             if path is not None:
                 _check_file(flag, path)
+        self._check_tls_contents()
         try:
             token = self._token()
             return Credentials(
@@ -71,6 +72,19 @@ class Connection:
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+
+    def _check_tls_contents(self) -> None:
+        """A TLS file that is not what its flag says, named by the flag as every other file
+        mistake is (PolicyClient checks them too, but names the files alone)."""
+        problem = None if self.tls_ca is None else wire.ca_problem(self.tls_ca)
+        if problem:
+            raise UsageError(f"--tls-ca {self.tls_ca}: {problem}")
+        if self.tls_cert is not None and self.tls_key is not None:
+            problem = wire.key_pair_problem(self.tls_cert, self.tls_key)
+            if problem:
+                raise UsageError(
+                    f"--tls-cert {self.tls_cert} / --tls-key {self.tls_key}: {problem}"
+                )
 
     def _token(self) -> str | None:
         if self.token_file is not None:
@@ -91,7 +105,7 @@ class Connection:
         credentials = self.credentials()
         try:
             return PolicyClient(self.target, timeout=timeout, credentials=credentials)
-        except ValueError as exc:  # a TLS file that is not what its flag says
+        except ValueError as exc:  # a TLS file replaced since credentials() checked it
             raise UsageError(str(exc)) from None
 
 

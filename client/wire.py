@@ -110,22 +110,35 @@ class Credentials:
 
     def _check_files(self) -> None:
         """ValueError naming the file unless `ca` holds certificates and `cert` matches `key`."""
-        if self.ca is not None:
-            try:
-                ssl.create_default_context(cafile=str(self.ca))
-            except (ssl.SSLError, OSError) as exc:
-                raise ValueError(f"{self.ca}: not a PEM CA certificate ({_reason(exc)})") from None
+        problem = None if self.ca is None else ca_problem(self.ca)
+        if problem:
+            raise ValueError(f"{self.ca}: {problem}")
         if self.cert is not None and self.key is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            try:
-                # An encrypted key gets an empty password instead of a prompt on the terminal:
-                # gRPC cannot use one either.
-                context.load_cert_chain(str(self.cert), str(self.key), password=lambda: b"")
-            except (ssl.SSLError, OSError) as exc:
-                raise ValueError(
-                    f"{self.cert} and {self.key}: not a matching PEM certificate and private "
-                    f"key ({_reason(exc)})"
-                ) from None
+            problem = key_pair_problem(self.cert, self.key)
+            if problem:
+                raise ValueError(f"{self.cert} and {self.key}: {problem}")
+
+
+def ca_problem(ca: Path) -> str | None:
+    """Why the file `ca` holds no CA certificates to trust (nothing when it does)."""
+    try:
+        ssl.create_default_context(cafile=str(ca))
+    except (ssl.SSLError, OSError) as exc:
+        return f"not a PEM CA certificate ({_reason(exc)})"
+    return None
+
+
+def key_pair_problem(cert: Path, key: Path) -> str | None:
+    """Why `cert` and `key` are no client certificate and its private key (nothing when they
+    are)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        # An encrypted key gets an empty password instead of a prompt on the terminal: gRPC
+        # cannot use one either.
+        context.load_cert_chain(str(cert), str(key), password=lambda: b"")
+    except (ssl.SSLError, OSError) as exc:
+        return f"not a matching PEM certificate and private key ({_reason(exc)})"
+    return None
 
 
 def _reason(exc: ssl.SSLError | OSError) -> str:

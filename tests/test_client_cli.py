@@ -337,10 +337,11 @@ def test_tls_files_are_checked_before_any_call(
     not_pem = tmp_path / "not.pem"
     not_pem.write_text("not a certificate\n")
     for flags, message in (
-        (["--tls-ca", str(not_pem)], f"{not_pem}: not a PEM CA certificate"),
+        (["--tls-ca", str(not_pem)], f"--tls-ca {not_pem}: not a PEM CA certificate ("),
         (
             ["--tls-ca", str(ca.cert), "--tls-cert", str(mine.cert), "--tls-key", str(other.key)],
-            f"{mine.cert} and {other.key}: not a matching PEM certificate and private key",
+            f"--tls-cert {mine.cert} / --tls-key {other.key}: not a matching PEM certificate "
+            "and private key (",
         ),
         (["--tls-ca", str(tmp_path)], f"--tls-ca {tmp_path}: is a directory"),
     ):
