@@ -183,8 +183,9 @@ def drive_command(config: DriveConfig) -> int:
         raise UsageError("--pendulums and --episodes must be >= 1")
     if config.pendulums > MAX_PENDULUMS:
         raise UsageError(f"--pendulums {config.pendulums}: at most {MAX_PENDULUMS}")
-    if config.seed is not None and not 0 <= config.seed < 2**63:
-        raise UsageError(f"--seed {config.seed}: must be between 0 and 2**63 - 1")
+    problem = None if config.seed is None else wire.seed_problem(config.seed)
+    if problem:
+        raise UsageError(f"--seed {config.seed}: {problem}")
     if config.gif is not None:
         _check_output("--gif", config.gif)
     done = 0

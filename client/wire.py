@@ -246,11 +246,23 @@ def actions_of(values: Any, batch: int) -> np.ndarray:
     return np.array(values, dtype=np.float32).reshape(batch, contract.ACTION_DIM)
 
 
+# The proto's seeds are uint64: the one bound of a seed, for the library and `--seed` alike.
+MAX_SEED = 2**64 - 1
+
+
+def seed_problem(seed: int) -> str | None:
+    """Why `seed` is no seed (nothing when it is one): protobuf's own error for one outside
+    uint64 says only 'Value out of range'."""
+    if not 0 <= seed <= MAX_SEED:
+        return "must be between 0 and 2**64 - 1"
+    return None
+
+
 def check_seed(seed: int | None) -> None:
-    """ValueError naming the seed unless it fits the proto's uint64 (protobuf's own error
-    says only 'Value out of range')."""
-    if seed is not None and not 0 <= seed < 2**64:
-        raise ValueError(f"seed {seed}: must be between 0 and 2**64 - 1")
+    """ValueError naming the seed unless it is None or one (`seed_problem`)."""
+    problem = None if seed is None else seed_problem(seed)
+    if problem:
+        raise ValueError(f"seed {seed}: {problem}")
 
 
 def act_request(obs: np.ndarray, mode: Mode, seed: int | None) -> pb.ActRequest:

@@ -17,6 +17,7 @@ from certs import Authority
 from PIL import Image
 from support import INTERRUPT_AT_IMPORT, Reference, frozen
 
+from client import wire
 from client.cli import Connection, main
 from client.localserver import LocalServer
 from swingup.episodes import run_episodes
@@ -69,6 +70,15 @@ def test_seeded_sampling_drives_reproducibly(
     first = drive(capsys, target, *args)
     assert drive(capsys, target, *args)["returns"] == first["returns"]
     assert drive(capsys, target, "--pendulums", "2", "--seed", "5")["returns"] != first["returns"]
+
+
+@pytest.mark.parametrize("stream", [[], ["--stream"]])
+def test_the_largest_seed_the_library_takes_drives_too(
+    capsys: pytest.CaptureFixture[str], target: str, stream: list[str]
+) -> None:
+    """--seed and the library's `seed` share one bound, the proto's uint64."""
+    args = ["--mode", "sample", "--seed", str(wire.MAX_SEED), *stream]
+    assert drive(capsys, target, *args)["episodes"] == 1
 
 
 def test_drive_writes_a_gif(
@@ -176,7 +186,8 @@ def test_an_absent_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
         (["drive", "--pendulums", "0"], "--pendulums and --episodes must be >= 1"),
         (["drive", "--pendulums", "100000"], "--pendulums 100000: at most 65536"),
         (["drive", "--mode", "greedy"], "invalid choice: 'greedy'"),
-        (["drive", "--seed", "-1"], "--seed -1"),
+        (["drive", "--seed", "-1"], "--seed -1: must be between 0 and 2**64 - 1"),
+        (["drive", "--seed", str(2**64)], f"--seed {2**64}: must be between 0 and 2**64 - 1"),
         (["info", "--timeout", "0"], "--timeout 0: must be a number of seconds > 0"),
         (["info", "--timeout", "-1"], "--timeout -1: must be"),
         (["drive", "--timeout", "inf"], "--timeout inf: must be"),
