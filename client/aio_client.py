@@ -64,9 +64,9 @@ class AsyncPolicyClient(ClientBase):
         step_timeout: float | Default | None = CLIENT_TIMEOUT,
     ) -> AsyncPolicyStream:
         """Open a control session (StreamAct). `timeout` bounds the whole session (default
-        none); `step_timeout` each step, from request to reply (default: the client's
-        `timeout`; None: none); `reopen` moves it to a new stream when its server goes away
-        (see PolicyStream)."""
+        none); `step_timeout` each step, from its request to its reply, on every stream it is
+        sent on together (default: the client's `timeout`; None: none); `reopen` moves it to
+        a new stream when its server goes away (see StreamSession)."""
         step = self._step_timeout(step_timeout)
         return AsyncPolicyStream(self, mode, seed, timeout, reopen, step)
 
@@ -204,14 +204,16 @@ class AsyncPolicyStream(StreamSession):
         task.cancel()
 
     async def _step(self, obs: np.ndarray) -> np.ndarray:
-        reopens = 0
+        return await self._deadlined(self._send(obs), self._step_expired)
+
+    async def _send(self, obs: np.ndarray) -> np.ndarray:
+        """The step, on as many streams as it takes (under one deadline: `_step`)."""
         while True:
             request = self._request(obs)
-            reply = await self._deadlined(self._exchange(request), self._step_expired)
+            reply = await self._exchange(request)
             if isinstance(reply, pb.StreamActResponse):
                 return self._answered(reply, request)
-            self._failed(reply, reopens)
-            reopens += 1
+            self._failed(reply)
             self._call = self._start()
 
     async def _exchange(self, request: pb.StreamActRequest) -> pb.StreamActResponse | PolicyError:

@@ -6,22 +6,27 @@ from --token-file or, without it, from the SWINGUP_TOKEN variable.
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from swingup.interrupts import exit_on_interrupt
 
-from google.protobuf import json_format
+# Ctrl-C while the program still imports (gRPC, numpy, protobuf: a few hundred ms) is an
+# interrupt like any other, not a traceback.
+with exit_on_interrupt("swingup-client"):
+    import json
+    import os
+    from collections.abc import Callable, Sequence
+    from dataclasses import dataclass
+    from pathlib import Path
+    from typing import Any, TypeVar
 
-from client import wire
-from client.drive import drive, summary
-from client.errors import PolicyError
-from client.policy_client import PolicyClient
-from client.wire import Credentials, Mode
-from swingup.cli import EXIT_FAILED, Failed, UsageError, option, run
-from swingup.tokens import token_problem
+    from google.protobuf import json_format
+
+    from client import wire
+    from client.drive import drive, summary
+    from client.errors import PolicyError
+    from client.policy_client import PolicyClient
+    from client.wire import Credentials, Mode
+    from swingup.cli import EXIT_FAILED, Failed, UsageError, option, run
+    from swingup.tokens import token_problem
 
 ENV_PREFIX = "SWINGUP_CLIENT_"
 TOKEN_VARIABLE = "SWINGUP_TOKEN"
@@ -59,6 +64,7 @@ class Connection:
         ):
             if path is not None:
                 _check_file(flag, path)
+        self._check_tls_contents()
         try:
             token = self._token()
             return Credentials(
@@ -66,6 +72,19 @@ class Connection:
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+
+    def _check_tls_contents(self) -> None:
+        """A TLS file that is not what its flag says, named by the flag as every other file
+        mistake is (PolicyClient checks them too, but names the files alone)."""
+        problem = None if self.tls_ca is None else wire.ca_problem(self.tls_ca)
+        if problem:
+            raise UsageError(f"--tls-ca {self.tls_ca}: {problem}")
+        if self.tls_cert is not None and self.tls_key is not None:
+            problem = wire.key_pair_problem(self.tls_cert, self.tls_key)
+            if problem:
+                raise UsageError(
+                    f"--tls-cert {self.tls_cert} / --tls-key {self.tls_key}: {problem}"
+                )
 
     def _token(self) -> str | None:
         if self.token_file is not None:
@@ -86,7 +105,7 @@ class Connection:
         credentials = self.credentials()
         try:
             return PolicyClient(self.target, timeout=timeout, credentials=credentials)
-        except ValueError as exc:  # a TLS file that is not what its flag says
+        except ValueError as exc:  # a TLS file replaced since credentials() checked it
             raise UsageError(str(exc)) from None
 
 
@@ -164,8 +183,9 @@ def drive_command(config: DriveConfig) -> int:
         raise UsageError("--pendulums and --episodes must be >= 1")
     if config.pendulums > MAX_PENDULUMS:
         raise UsageError(f"--pendulums {config.pendulums}: at most {MAX_PENDULUMS}")
-    if config.seed is not None and not 0 <= config.seed < 2**63:
-        raise UsageError(f"--seed {config.seed}: must be between 0 and 2**63 - 1")
+    problem = None if config.seed is None else wire.seed_problem(config.seed)
+    if problem:
+        raise UsageError(f"--seed {config.seed}: {problem}")
     if config.gif is not None:
         _check_output("--gif", config.gif)
     done = 0

@@ -71,9 +71,9 @@ class PolicyClient(ClientBase):
         step_timeout: float | Default | None = CLIENT_TIMEOUT,
     ) -> PolicyStream:
         """Open a control session (StreamAct). `timeout` bounds the whole session (default
-        none); `step_timeout` each step, from request to reply (default: the client's
-        `timeout`; None: none); `reopen` moves it to a new stream when its server goes away
-        (see PolicyStream)."""
+        none); `step_timeout` each step, from its request to its reply, on every stream it is
+        sent on together (default: the client's `timeout`; None: none); `reopen` moves it to
+        a new stream when its server goes away (see StreamSession)."""
         return PolicyStream(self, mode, seed, timeout, reopen, self._step_timeout(step_timeout))
 
     def _unary(self, method: Callable[..., R], request: object) -> R:
@@ -133,7 +133,8 @@ class PolicyClient(ClientBase):
 
 
 class _StepWatch:
-    """One thread per stream that cancels its call when a step waits past `limit` seconds.
+    """One thread per session that cancels its call when a step waits past `limit` seconds,
+    counted from the step's first request over every stream it is sent on (`move`).
 
     A step costs two attribute writes (`arm`, `disarm`): a step takes ~0.4 ms, so a thread or
     a timer per step would cost more than the step. The thread sleeps until the armed step's
@@ -157,6 +158,14 @@ class _StepWatch:
         if self._idle:  # read after writing `_since`: `_run` reads them the other way round
             with self._wake:
                 self._wake.notify()
+
+    def move(self, call: grpc.Call) -> None:
+        """Watch `call`, the new stream the armed step is sent again on, against the step's
+        deadline: it is one for the step, however many streams the step takes."""
+        with self._wake:  # `_run` fires holding the lock: it cannot cancel the old call now
+            self._call = call
+            if self.expired:  # the deadline passed while the step moved
+                call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
 
     def disarm(self) -> None:
         self._since = None
@@ -243,12 +252,11 @@ class PolicyStream(StreamSession):
             self._busy.release()
 
     def _step(self, obs: np.ndarray) -> np.ndarray:
-        reopens = 0
+        if self._watch is not None:
+            self._watch.arm(self._call, time.monotonic())
         while True:
             request = self._request(obs)
             self._requests.put(request)
-            if self._watch is not None:
-                self._watch.arm(self._call, time.monotonic())
             try:
                 reply = next(self._replies)
             except grpc.RpcError as exc:
@@ -260,9 +268,10 @@ class PolicyStream(StreamSession):
                     self._watch.disarm()
                 return self._answered(reply, request)
             self._requests.put(None)  # ends the failed stream's request thread
-            self._failed(error, reopens)
-            reopens += 1
+            self._failed(error)
             self._start()
+            if self._watch is not None:
+                self._watch.move(self._call)
 
     def _error(self, exc: grpc.RpcError) -> PolicyError:
         if self._watch is not None and self._watch.expired:

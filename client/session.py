@@ -49,9 +49,12 @@ class StreamSession:
     streams. The new stream's first request carries the session's step count, so its replies
     (a seeded session's noise too) go on as if nothing happened. `reopen=False` turns it off.
     `timeout` bounds the whole session, however many streams it takes; `step_timeout` bounds
-    each step on each stream, from its request to its reply (as a unary call's deadline bounds
-    its attempts, so a step that is sent again has it anew), and a step past it fails the
-    session with DEADLINE_EXCEEDED: a frozen server did not go away, so it is not reopened.
+    each step from its first request to its reply, however many streams it is sent on (as a
+    unary call's deadline bounds all its attempts), so a caller hears of a late step within
+    `step_timeout` (a deadline per stream would let one take 1 + MAX_REOPENS times it). A step
+    past it ends the session: with DEADLINE_EXCEEDED when its server froze (that server did
+    not go away, so the step is not sent again), with the UNAVAILABLE that moved it when it
+    was sent again and no stream answered in time since (`_step_expired`).
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class StreamSession:
         self.step_timeout = step_timeout
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._call_steps = 0  # steps answered on the current stream
+        self._moved_by: list[PolicyError] = []  # why the step under way left each stream
         self._open = True
 
     def _check_open(self) -> None:
@@ -86,10 +90,16 @@ class StreamSession:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
 
     def _step_expired(self) -> PolicyError:
-        return PolicyError(
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            f"no reply to step {self.steps + 1} within {self.step_timeout:g} s",
-        )
+        """The session's end, a step's deadline passed: DEADLINE_EXCEEDED when its server froze
+        under it. A step that was sent again, and got no reply in time since, fails with the
+        error that moved it, as it would had its reopens run out first: an absent server, a
+        TLS mismatch or a restarting fleet is UNAVAILABLE with its hint, whichever came first."""
+        self._open = False
+        late = f"no reply to step {self.steps + 1} within {self.step_timeout:g} s"
+        if not self._moved_by:
+            return PolicyError(grpc.StatusCode.DEADLINE_EXCEEDED, late)
+        cause, streams = self._moved_by[-1], len(self._moved_by) + 1
+        return PolicyError(cause.code, f"{cause.details}; {late}, on {streams} streams")
 
     def _close_expired(self) -> PolicyError:
         return PolicyError(
@@ -107,13 +117,15 @@ class StreamSession:
         self.steps += 1
         self._call_steps += 1
         self.model_version = reply.model_version
+        self._moved_by.clear()
         return wire.actions_of(reply.actions, len(request.obs) // contract.OBS_DIM)
 
-    def _failed(self, error: PolicyError, reopens: int) -> None:
+    def _failed(self, error: PolicyError) -> None:
         """The stream failed: raise the session's error, or count the new stream the caller
         is to open."""
-        if not may_reopen(error.code, self._reopen, reopens):
+        if not (self._open and may_reopen(error.code, self._reopen, len(self._moved_by))):
             self._open = False
             raise error
         self._call_steps = 0
         self.reopened += 1
+        self._moved_by.append(error)

@@ -110,22 +110,35 @@ class Credentials:
 
     def _check_files(self) -> None:
         """ValueError naming the file unless `ca` holds certificates and `cert` matches `key`."""
-        if self.ca is not None:
-            try:
-                ssl.create_default_context(cafile=str(self.ca))
-            except (ssl.SSLError, OSError) as exc:
-                raise ValueError(f"{self.ca}: not a PEM CA certificate ({_reason(exc)})") from None
+        problem = None if self.ca is None else ca_problem(self.ca)
+        if problem:
+            raise ValueError(f"{self.ca}: {problem}")
         if self.cert is not None and self.key is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            try:
-                # An encrypted key gets an empty password instead of a prompt on the terminal:
-                # gRPC cannot use one either.
-                context.load_cert_chain(str(self.cert), str(self.key), password=lambda: b"")
-            except (ssl.SSLError, OSError) as exc:
-                raise ValueError(
-                    f"{self.cert} and {self.key}: not a matching PEM certificate and private "
-                    f"key ({_reason(exc)})"
-                ) from None
+            problem = key_pair_problem(self.cert, self.key)
+            if problem:
+                raise ValueError(f"{self.cert} and {self.key}: {problem}")
+
+
+def ca_problem(ca: Path) -> str | None:
+    """Why the file `ca` holds no CA certificates to trust (nothing when it does)."""
+    try:
+        ssl.create_default_context(cafile=str(ca))
+    except (ssl.SSLError, OSError) as exc:
+        return f"not a PEM CA certificate ({_reason(exc)})"
+    return None
+
+
+def key_pair_problem(cert: Path, key: Path) -> str | None:
+    """Why `cert` and `key` are no client certificate and its private key (nothing when they
+    are)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        # An encrypted key gets an empty password instead of a prompt on the terminal: gRPC
+        # cannot use one either.
+        context.load_cert_chain(str(cert), str(key), password=lambda: b"")
+    except (ssl.SSLError, OSError) as exc:
+        return f"not a matching PEM certificate and private key ({_reason(exc)})"
+    return None
 
 
 def _reason(exc: ssl.SSLError | OSError) -> str:
@@ -233,11 +246,23 @@ def actions_of(values: Any, batch: int) -> np.ndarray:
     return np.array(values, dtype=np.float32).reshape(batch, contract.ACTION_DIM)
 
 
+# The proto's seeds are uint64: the one bound of a seed, for the library and `--seed` alike.
+MAX_SEED = 2**64 - 1
+
+
+def seed_problem(seed: int) -> str | None:
+    """Why `seed` is no seed (nothing when it is one): protobuf's own error for one outside
+    uint64 says only 'Value out of range'."""
+    if not 0 <= seed <= MAX_SEED:
+        return "must be between 0 and 2**64 - 1"
+    return None
+
+
 def check_seed(seed: int | None) -> None:
-    """ValueError naming the seed unless it fits the proto's uint64 (protobuf's own error
-    says only 'Value out of range')."""
-    if seed is not None and not 0 <= seed < 2**64:
-        raise ValueError(f"seed {seed}: must be between 0 and 2**64 - 1")
+    """ValueError naming the seed unless it is None or one (`seed_problem`)."""
+    problem = None if seed is None else seed_problem(seed)
+    if problem:
+        raise ValueError(f"seed {seed}: {problem}")
 
 
 def act_request(obs: np.ndarray, mode: Mode, seed: int | None) -> pb.ActRequest:

@@ -14,23 +14,17 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 # setting (GRPC_VERBOSITY=INFO or DEBUG, to debug) wins.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-import sys
+from swingup.interrupts import exit_on_interrupt
 
 # Ctrl-C while the program still imports (gRPC, onnxruntime: a few hundred ms) is an interrupt
 # like any other, not a traceback.
-try:
+with exit_on_interrupt("swingup-serve"):
     from collections.abc import Sequence
 
     from server import app, ports, workers
     from server.config import ENV_PREFIX, ServeConfig
     from server.errors import ModelError
     from swingup.cli import UsageError, run
-except (KeyboardInterrupt, ImportError) as exc:
-    # onnxruntime's extension turns an interrupt during its own set-up into an ImportError.
-    if not isinstance(exc, KeyboardInterrupt) and not isinstance(exc.__cause__, KeyboardInterrupt):
-        raise
-    print("swingup-serve: interrupted", file=sys.stderr)
-    raise SystemExit(130) from None
 
 
 def serve(config: ServeConfig) -> int:

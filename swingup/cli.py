@@ -17,11 +17,12 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar, Union
 
+from swingup.interrupts import forget_unhandled_interrupt, interrupted
+
 T = TypeVar("T")
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
@@ -188,8 +189,25 @@ def run(
 
     `commands` maps a subcommand name to (config dataclass, handler, one-line help). With a
     single command named "" the program takes no subcommand. A UsageError is one line and exit
-    2; Failed, and the program's own `failures`, one line and exit 1.
+    2; Failed, and the program's own `failures`, one line and exit 1; Ctrl-C, while the flags
+    are parsed or the command runs, one line and exit 130.
     """
+    try:
+        return _run(prog, description, commands, argv, env_prefix, failures)
+    except KeyboardInterrupt:
+        return interrupted(prog)
+    finally:
+        forget_unhandled_interrupt()  # a Ctrl-C the command caught may have left the mark
+
+
+def _run(
+    prog: str,
+    description: str,
+    commands: dict[str, tuple[type, Handler, str]],
+    argv: Sequence[str] | None,
+    env_prefix: str | None,
+    failures: tuple[type[Exception], ...],
+) -> int:
     parser = _Parser(prog=prog, description=description)
     if set(commands) == {""}:
         cls, handler, _ = commands[""]
@@ -210,9 +228,6 @@ def run(
     except UsageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 1  # stdout's reader left (`| head`): nothing to say, and no one to say it to
     except reported as exc:

@@ -77,6 +77,24 @@ def frozen(server: LocalServer) -> Iterator[None]:
         os.kill(server.pid, signal.SIGCONT)
 
 
+# A program run with Ctrl-C (a real SIGINT) delivered when the named module starts to import:
+# `python -c INTERRUPT_AT_IMPORT MODULE PROGRAM_MODULE ARGS...` runs PROGRAM_MODULE's main(ARGS).
+INTERRUPT_AT_IMPORT = """
+import importlib, os, signal, sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == WHEN:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+WHEN, PROGRAM = sys.argv.pop(1), sys.argv.pop(1)
+sys.meta_path.insert(0, CtrlC())
+sys.exit(importlib.import_module(PROGRAM).main(sys.argv[1:]))
+"""
+
+
 def error_line(capsys: pytest.CaptureFixture[str]) -> str:
     """A CLI's stderr, which must be one line and no traceback."""
     err = capsys.readouterr().err.strip()

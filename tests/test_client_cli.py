@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from certs import Authority
 from PIL import Image
-from support import Reference, frozen
+from support import INTERRUPT_AT_IMPORT, Reference, frozen
 
+from client import wire
 from client.cli import Connection, main
 from client.localserver import LocalServer
 from swingup.episodes import run_episodes
@@ -69,6 +70,15 @@ def test_seeded_sampling_drives_reproducibly(
     first = drive(capsys, target, *args)
     assert drive(capsys, target, *args)["returns"] == first["returns"]
     assert drive(capsys, target, "--pendulums", "2", "--seed", "5")["returns"] != first["returns"]
+
+
+@pytest.mark.parametrize("stream", [[], ["--stream"]])
+def test_the_largest_seed_the_library_takes_drives_too(
+    capsys: pytest.CaptureFixture[str], target: str, stream: list[str]
+) -> None:
+    """--seed and the library's `seed` share one bound, the proto's uint64."""
+    args = ["--mode", "sample", "--seed", str(wire.MAX_SEED), *stream]
+    assert drive(capsys, target, *args)["episodes"] == 1
 
 
 def test_drive_writes_a_gif(
@@ -176,7 +186,8 @@ def test_an_absent_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
         (["drive", "--pendulums", "0"], "--pendulums and --episodes must be >= 1"),
         (["drive", "--pendulums", "100000"], "--pendulums 100000: at most 65536"),
         (["drive", "--mode", "greedy"], "invalid choice: 'greedy'"),
-        (["drive", "--seed", "-1"], "--seed -1"),
+        (["drive", "--seed", "-1"], "--seed -1: must be between 0 and 2**64 - 1"),
+        (["drive", "--seed", str(2**64)], f"--seed {2**64}: must be between 0 and 2**64 - 1"),
         (["info", "--timeout", "0"], "--timeout 0: must be a number of seconds > 0"),
         (["info", "--timeout", "-1"], "--timeout -1: must be"),
         (["drive", "--timeout", "inf"], "--timeout inf: must be"),
@@ -280,6 +291,17 @@ def test_ctrl_c_is_one_line_and_keeps_the_returns_printed_so_far(
     assert all(line.startswith("episode ") for line in out.splitlines())
 
 
+# What swingup-client imports before it can do anything (gRPC, protobuf, numpy), and gymnasium,
+# which drive imports when the episodes start.
+@pytest.mark.parametrize("module", ["google.protobuf", "grpc", "numpy", "gymnasium"])
+def test_ctrl_c_while_starting_is_one_line_130(target: str, module: str) -> None:
+    program = [sys.executable, "-c", INTERRUPT_AT_IMPORT, module, "client.cli"]
+    argv = [*program, "drive", "--target", target, "--episodes", "1"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (130, "swingup-client: interrupted\n")
+    assert done.stdout == ""
+
+
 def test_the_token_is_the_files_first_line_that_is_not_blank_or_a_comment(
     tmp_path: Path,
 ) -> None:
@@ -326,10 +348,11 @@ def test_tls_files_are_checked_before_any_call(
     not_pem = tmp_path / "not.pem"
     not_pem.write_text("not a certificate\n")
     for flags, message in (
-        (["--tls-ca", str(not_pem)], f"{not_pem}: not a PEM CA certificate"),
+        (["--tls-ca", str(not_pem)], f"--tls-ca {not_pem}: not a PEM CA certificate ("),
         (
             ["--tls-ca", str(ca.cert), "--tls-cert", str(mine.cert), "--tls-key", str(other.key)],
-            f"{mine.cert} and {other.key}: not a matching PEM certificate and private key",
+            f"--tls-cert {mine.cert} / --tls-key {other.key}: not a matching PEM certificate "
+            "and private key (",
         ),
         (["--tls-ca", str(tmp_path)], f"--tls-ca {tmp_path}: is a directory"),
     ):

@@ -6,6 +6,7 @@ import asyncio
 import queue
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -103,7 +104,8 @@ def test_a_closed_client_says_so(target: str) -> None:
 
 
 def test_a_seed_out_of_range_is_named(client: PolicyClient) -> None:
-    for seed in (-1, 2**64):
+    assert client.act(observations(1), mode="sample", seed=wire.MAX_SEED).shape == (1, 1)
+    for seed in (-1, wire.MAX_SEED + 1):
         with pytest.raises(ValueError, match=f"seed {seed}: must be between 0 and 2"):
             client.act(observations(1), mode="sample", seed=seed)
         with pytest.raises(ValueError, match=f"seed {seed}: must be between"):
@@ -342,6 +344,73 @@ def test_a_frozen_server_fails_an_async_stream_step_with_deadline_exceeded(
             assert (await client.act(observations(2))).shape == (2, 1)
 
     asyncio.run(main())
+
+
+class Leaving(Flaky):
+    """A stand-in replica that keeps leaving: it answers a session's first step, then ends
+    every stream `hold_s` after the step it is sent, with UNAVAILABLE, as a server in its lame
+    duck does. (Response headers go first: the call is committed, so gRPC does not retry it
+    itself and the session reopens.)"""
+
+    def __init__(self, hold_s: float) -> None:
+        super().__init__(failures=0)
+        self.hold_s = hold_s
+        self.ended = 0  # streams ended under a waiting step
+
+    def StreamAct(
+        self, request_iterator: Iterator[pb.StreamActRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.StreamActResponse]:
+        context.send_initial_metadata(())
+        answered = False
+        for request in request_iterator:
+            if not answered and not request.HasField("first_step"):  # a new session's first
+                answered = True
+                yield pb.StreamActResponse(actions=[0.5] * (len(request.obs) // 3))
+                continue
+            # The slow goodbye under test, not a synchronisation: the step waits this long.
+            time.sleep(self.hold_s)
+            with self.lock:
+                self.ended += 1
+            context.abort(grpc.StatusCode.UNAVAILABLE, "this server is stopping: test")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_step_deadline_covers_every_stream_the_step_is_sent_on(asynchronous: bool) -> None:
+    """Each stream ends 0.6 s into the step; the step's deadline is 1 s. It runs out on the
+    second stream: the step fails with the error that moved it, saying so. (Were the deadline
+    each stream's anew, every stream would end before it, and the step would fail only after
+    1 + MAX_REOPENS streams, 2.4 s.)"""
+    leaving = Leaving(hold_s=0.6)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    policy_pb2_grpc.add_PolicyServiceServicer_to_server(leaving, server)
+    target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    server.start()
+
+    async def step_twice_async() -> None:
+        async with AsyncPolicyClient(target, timeout=1.0) as client:
+            stream = client.stream()
+            await stream.act(observations(1))
+            await stream.act(observations(1))
+
+    def step_twice() -> None:
+        if asynchronous:
+            asyncio.run(step_twice_async())
+            return
+        with PolicyClient(target, timeout=1.0) as client:
+            stream = client.stream()
+            stream.act(observations(1))
+            stream.act(observations(1))
+
+    try:
+        with pytest.raises(PolicyError) as raised:
+            step_twice()
+    finally:
+        server.stop(None)
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE, raised.value
+    assert raised.value.details.startswith("this server is stopping: test; ")
+    assert "no reply to step 2 within 1 s, on " in raised.value.details
+    assert leaving.ended < 1 + session.MAX_REOPENS
 
 
 @pytest.mark.timeout(60)

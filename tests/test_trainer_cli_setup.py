@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import error_line
+from support import INTERRUPT_AT_IMPORT, error_line
 
 from trainer.cli import main
 
@@ -95,24 +95,6 @@ def test_a_foreign_config_json_is_never_overwritten(
     assert (tmp_path / "config.json").read_text() == '{"not": "ours"}'
 
 
-# Runs swingup-train with Ctrl-C delivered (a real SIGINT) when the named module starts to import.
-INTERRUPT_AT_IMPORT = """
-import os, signal, sys
-
-class CtrlC:
-    def find_spec(self, name, path=None, target=None):
-        if name == WHEN:
-            sys.meta_path.remove(self)
-            os.kill(os.getpid(), signal.SIGINT)
-        return None
-
-WHEN = sys.argv.pop(1)
-sys.meta_path.insert(0, CtrlC())
-from trainer.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 @pytest.mark.parametrize("module", ["json", "torch", "gymnasium"])
 @pytest.mark.parametrize("given", ["new", "empty"])
 def test_ctrl_c_while_starting_is_one_line_130_and_leaves_no_dead_end(
@@ -121,7 +103,8 @@ def test_ctrl_c_while_starting_is_one_line_130_and_leaves_no_dead_end(
     out = tmp_path / "run"
     if given == "empty":
         out.mkdir()
-    argv = [sys.executable, "-c", INTERRUPT_AT_IMPORT, module, "train", *TINY, "--out", str(out)]
+    argv = [sys.executable, "-c", INTERRUPT_AT_IMPORT, module, "trainer.cli", "train", *TINY]
+    argv += ["--out", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip() == "swingup-train: interrupted"

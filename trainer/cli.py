@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from swingup.interrupts import exit_on_interrupt
+
 # Ctrl-C while the program is still importing is an interrupt like any other, not a traceback.
-try:
+with exit_on_interrupt("swingup-train"):
     import dataclasses
     import json
     import re
@@ -16,7 +18,7 @@ try:
     from typing import TYPE_CHECKING, Any
 
     from swingup import atomic
-    from swingup.cli import EXIT_INTERRUPTED, Failed, Handler, UsageError, run
+    from swingup.cli import Failed, Handler, UsageError, run
     from trainer import checkpoint, run_plan
     from trainer.config import (
         MAX_SEED,
@@ -26,9 +28,6 @@ try:
         TrainConfig,
     )
     from trainer.run_plan import CONFIG_FILE
-except KeyboardInterrupt:
-    print("swingup-train: interrupted", file=sys.stderr)
-    raise SystemExit(130) from None
 
 # Only light modules above: torch, onnxruntime and gymnasium take over a second to import, so the
 # commands import them when they run, and --help and usage errors answer at once.
@@ -340,23 +339,7 @@ COMMANDS: dict[str, tuple[type, Handler, str]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # run() reports an interrupt inside a command; this catches one while parsing the flags.
-    try:
-        return run("swingup-train", __doc__ or "", COMMANDS, argv)
-    except KeyboardInterrupt:
-        print("swingup-train: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    finally:
-        _forget_unhandled_interrupt()
-
-
-def _forget_unhandled_interrupt() -> None:
-    """CPython ends the process by SIGINT, whatever main() returns, once a KeyboardInterrupt has
-    left code run through PyRun_String (pybind11 runs some while torch imports: Ctrl-C there
-    would exit -2, not 130). A PyRun_String call that succeeds clears that mark."""
-    import ctypes
-
-    ctypes.pythonapi.PyRun_SimpleString(b"pass")
+    return run("swingup-train", __doc__ or "", COMMANDS, argv)
 
 
 if __name__ == "__main__":
