@@ -25,6 +25,7 @@ with exit_on_interrupt("swingup-client"):
     from client.errors import PolicyError
     from client.policy_client import PolicyClient
     from client.wire import Credentials, Mode
+    from swingup import atomic
     from swingup.cli import EXIT_FAILED, Failed, UsageError, option, run
     from swingup.tokens import token_problem
 
@@ -153,15 +154,9 @@ def _count(n: int, noun: str) -> str:
 
 def _check_output(flag: str, path: Path) -> None:
     """Refuse an output path that cannot be written before the work that fills it, not after."""
-    if path.is_dir():
-        raise UsageError(f"{flag} {path}: is a directory")
-    existing = path.parent
-    while not existing.exists():  # the writer creates missing directories
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"{flag} {path}: {existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {path}: {existing} is not writable")
+    problem = atomic.unwritable(path)
+    if problem:
+        raise UsageError(f"{flag} {path}: {problem}")
 
 
 def _check_batch(client: PolicyClient, pendulums: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,3 +102,10 @@ def error_line(capsys: pytest.CaptureFixture[str]) -> str:
     assert len(err.splitlines()) == 1, err
     assert "Traceback" not in err
     return err
+
+
+def files_up_to_4_kib() -> None:
+    """A `preexec_fn`: in the child, writing a file past 4 KiB fails (EFBIG; Python ignores
+    SIGXFSZ). A real write failure after a run, where the check before it (an empty trial
+    file) passes."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
 import pytest
 from onnx import TensorProto, helper
+from support import files_up_to_4_kib
 
 from trainer import checkpoint
 from trainer.cli import main
 
 TINY = ["--frames", "640", "--num-envs", "4", "--n-steps", "4", "--no-progress"]
+TRAINER = [sys.executable, "-B", "-m", "trainer"]  # -B: no .pyc, a file past the size limit
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +95,21 @@ def test_evaluate_checks_gif_and_seed_before_the_episodes(
     assert "--seed -1" in fails(["evaluate", str(run), "--seed", "-1"], capsys)
     big = ["evaluate", str(run), "--seed", str(2**32 - 1), "--episodes", "2"]
     assert "0..4294967295" in fails(big, capsys)
+
+
+def test_a_gif_that_fails_after_the_episodes_keeps_the_results(run: Path, tmp_path: Path) -> None:
+    gif = tmp_path / "big.gif"
+    done = subprocess.run(
+        [*TRAINER, "evaluate", str(run), "--episodes", "1", "--gif", str(gif), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=files_up_to_4_kib,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == f"swingup-train: error: --gif {gif}: File too large\n"
+    assert list(tmp_path.iterdir()) == [run]  # no partial GIF, no temporary file
+    assert json.loads(done.stdout.splitlines()[-1])["episodes"] == 1
 
 
 def onnx_model(path: Path, inputs: list[str], outputs: list[str]) -> Path:
