@@ -6,13 +6,18 @@ from --token-file or, without it, from the SWINGUP_TOKEN variable.
 
 from __future__ import annotations
 
+import os
+
+# Before gRPC loads: its core logs INFO lines of its own ("Handshake failed ..." before our
+# one-line error for a server we do not trust). Errors still print; the user's own setting wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 from swingup.interrupts import exit_on_interrupt
 
 # Ctrl-C while the program still imports (gRPC, numpy, protobuf: a few hundred ms) is an
 # interrupt like any other, not a traceback.
 with exit_on_interrupt("swingup-client"):
     import json
-    import os
     from collections.abc import Callable, Sequence
     from dataclasses import dataclass
     from pathlib import Path

@@ -116,6 +116,25 @@ def test_tls_serves_and_a_plaintext_client_fails_with_a_clear_error(
     assert '"execution_provider": "CPUExecutionProvider"' in served.stdout
 
 
+def test_a_client_that_does_not_trust_the_server_says_so_in_one_line(
+    guarded: LocalServer, pki: Pki
+) -> None:
+    # The system's CAs do not know the test CA. gRPC core would log its own "Handshake failed"
+    # lines at INFO before the client's error, unless told otherwise (as the user did not).
+    assert guarded.target is not None
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+    untrusting = subprocess.run(
+        [sys.executable, "-m", "client", "info", "--target", guarded.target, "--tls"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert untrusting.returncode == 1
+    assert untrusting.stderr.startswith("swingup-client: error: ")
+    assert untrusting.stderr.count("\n") == 1, untrusting.stderr
+
+
 def test_failed_handshakes_leave_no_log_line_per_connection(model_path: Path, pki: Pki) -> None:
     # gRPC core logs "Handshake failed" at INFO for each: any peer could fill the log.
     tls = ("--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key))
