@@ -239,7 +239,7 @@ def reload_command(config: InfoConfig) -> int:
     with config.client(config.timeout) as client:
         reply = client.reload_model()
     print(json_format.MessageToJson(reply, preserving_proto_field_name=True, indent=2))
-    return EXIT_FAILED if reply.refused else 0
+    return EXIT_FAILED if reply.refused or reply.still_refused else 0
 
 
 def versions_command(config: InfoConfig) -> int:
@@ -265,7 +265,8 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], int], str]] = {
     "reload": (
         InfoConfig,
         (reload_command),
-        "reload the server's model now (AdminService.ReloadModel); exit 1 if a version was refused",
+        "reload the server's model now (AdminService.ReloadModel); exit 1 if a version above the "
+        "one serving is refused (now or before)",
     ),
     "versions": (
         InfoConfig,

@@ -47,6 +47,7 @@ class AdminServicer:
             previous_version=result.previous,
             changed=result.changed,
             refused=[_refused(refusal) for refusal in result.refused],
+            still_refused=[_refused(refusal) for refusal in result.still_refused],
         )
 
     @errors.unary

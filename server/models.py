@@ -100,6 +100,7 @@ class ReloadResult:
     version: str  # serving after the reload
     previous: str
     refused: list[Refusal]  # versions refused by this reload
+    still_refused: list[Refusal]  # versions above the serving one refused before, unchanged
 
     @property
     def changed(self) -> bool:
@@ -168,11 +169,13 @@ class Reloader:
             found = candidates(self.path)
             self._fingerprint = found
             refused: list[Refusal] = []
+            still_refused: list[Refusal] = []
             for candidate in found:
                 if candidate == self._serving:
                     break
-                if candidate in self._refused:
-                    continue  # refused before and unchanged since
+                if candidate in self._refused:  # refused before and unchanged since
+                    still_refused.append(self._refused[candidate])
+                    continue
                 try:
                     runtime = await asyncio.to_thread(self._load, candidate)
                 except ModelError as exc:
@@ -189,7 +192,8 @@ class Reloader:
                     log.warning(
                         "no valid version left in %s: still serving %s", self.path, previous
                     )
-            return ReloadResult(self.runtime.version, previous, refused)
+            # The walk stops at the version it serves: every refusal met stands above it.
+            return ReloadResult(self.runtime.version, previous, refused, still_refused)
 
     def versions(self) -> list[tuple[Candidate, str, str]]:
         """Each version on disk, highest first, with its state (serving, refused, available)

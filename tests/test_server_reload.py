@@ -214,8 +214,11 @@ def test_a_version_that_fails_a_check_is_refused_and_the_old_one_serves_on(
             assert [(r.version, reason in r.reason) for r in reply.refused] == [("2", True)]
             obs = observations(4)
             check_answer(obs, act(client, obs), references, {"1"})
-            # Refused once: a second reload does not try (nor log, nor count) it again...
-            assert list(client.reload_model().refused) == []
+            # Refused once: a second reload does not try (nor log, nor count) it again, and says
+            # that it still stands refused above the serving version...
+            again = client.reload_model()
+            assert list(again.refused) == []
+            assert [(r.version, reason in r.reason) for r in again.still_refused] == [("2", True)]
             # ...and the next good version is served.
             publish(model_dir, models[3].read_bytes())
             assert client.reload_model().model_version == "3"
@@ -387,9 +390,14 @@ def test_the_client_cli_reloads_and_lists_versions(tmp_path: Path, models: dict[
         refused = cli("reload")
         assert refused.returncode == 1  # a version was refused
         assert json.loads(refused.stdout)["refused"][0]["version"] == "2"
+        # Not tried again, but still refused above the serving version: a gate still fails.
+        still = cli("reload")
+        assert still.returncode == 1
+        assert json.loads(still.stdout)["still_refused"][0]["version"] == "2"
         publish_next(model_dir, models)
         done = cli("reload")
         assert done.returncode == 0 and json.loads(done.stdout)["model_version"] == "3"
+        assert "still_refused" not in json.loads(done.stdout)  # 2 is below the serving 3
         listed = json.loads(cli("versions").stdout)
         assert listed["serving_version"] == "3"
         assert [v["state"] for v in listed["versions"]] == [

@@ -24,25 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16swingup/v1/admin.proto\x12\nswingup.v1\"\x14\n\x12ReloadModelRequest\"\x82\x01\n\x13ReloadModelResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x18\n\x10previous_version\x18\x02 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x03 \x01(\x08\x12)\n\x07refused\x18\x04 \x03(\x0b\x32\x18.swingup.v1.ModelVersion\"\x15\n\x13ListVersionsRequest\"[\n\x14ListVersionsResponse\x12\x17\n\x0fserving_version\x18\x01 \x01(\t\x12*\n\x08versions\x18\x02 \x03(\x0b\x32\x18.swingup.v1.ModelVersion\"f\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.swingup.v1.VersionState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t*\x80\x01\n\x0cVersionState\x12\x1d\n\x19VERSION_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15VERSION_STATE_SERVING\x10\x01\x12\x1b\n\x17VERSION_STATE_AVAILABLE\x10\x02\x12\x19\n\x15VERSION_STATE_REFUSED\x10\x03\x32\xb1\x01\n\x0c\x41\x64minService\x12N\n\x0bReloadModel\x12\x1e.swingup.v1.ReloadModelRequest\x1a\x1f.swingup.v1.ReloadModelResponse\x12Q\n\x0cListVersions\x12\x1f.swingup.v1.ListVersionsRequest\x1a .swingup.v1.ListVersionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16swingup/v1/admin.proto\x12\nswingup.v1\"\x14\n\x12ReloadModelRequest\"\xb3\x01\n\x13ReloadModelResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x18\n\x10previous_version\x18\x02 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x03 \x01(\x08\x12)\n\x07refused\x18\x04 \x03(\x0b\x32\x18.swingup.v1.ModelVersion\x12/\n\rstill_refused\x18\x05 \x03(\x0b\x32\x18.swingup.v1.ModelVersion\"\x15\n\x13ListVersionsRequest\"[\n\x14ListVersionsResponse\x12\x17\n\x0fserving_version\x18\x01 \x01(\t\x12*\n\x08versions\x18\x02 \x03(\x0b\x32\x18.swingup.v1.ModelVersion\"f\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.swingup.v1.VersionState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t*\x80\x01\n\x0cVersionState\x12\x1d\n\x19VERSION_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15VERSION_STATE_SERVING\x10\x01\x12\x1b\n\x17VERSION_STATE_AVAILABLE\x10\x02\x12\x19\n\x15VERSION_STATE_REFUSED\x10\x03\x32\xb1\x01\n\x0c\x41\x64minService\x12N\n\x0bReloadModel\x12\x1e.swingup.v1.ReloadModelRequest\x1a\x1f.swingup.v1.ReloadModelResponse\x12Q\n\x0cListVersions\x12\x1f.swingup.v1.ListVersionsRequest\x1a .swingup.v1.ListVersionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'swingup.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERSIONSTATE']._serialized_start=414
-  _globals['_VERSIONSTATE']._serialized_end=542
+  _globals['_VERSIONSTATE']._serialized_start=463
+  _globals['_VERSIONSTATE']._serialized_end=591
   _globals['_RELOADMODELREQUEST']._serialized_start=38
   _globals['_RELOADMODELREQUEST']._serialized_end=58
   _globals['_RELOADMODELRESPONSE']._serialized_start=61
-  _globals['_RELOADMODELRESPONSE']._serialized_end=191
-  _globals['_LISTVERSIONSREQUEST']._serialized_start=193
-  _globals['_LISTVERSIONSREQUEST']._serialized_end=214
-  _globals['_LISTVERSIONSRESPONSE']._serialized_start=216
-  _globals['_LISTVERSIONSRESPONSE']._serialized_end=307
-  _globals['_MODELVERSION']._serialized_start=309
-  _globals['_MODELVERSION']._serialized_end=411
-  _globals['_ADMINSERVICE']._serialized_start=545
-  _globals['_ADMINSERVICE']._serialized_end=722
+  _globals['_RELOADMODELRESPONSE']._serialized_end=240
+  _globals['_LISTVERSIONSREQUEST']._serialized_start=242
+  _globals['_LISTVERSIONSREQUEST']._serialized_end=263
+  _globals['_LISTVERSIONSRESPONSE']._serialized_start=265
+  _globals['_LISTVERSIONSRESPONSE']._serialized_end=356
+  _globals['_MODELVERSION']._serialized_start=358
+  _globals['_MODELVERSION']._serialized_end=460
+  _globals['_ADMINSERVICE']._serialized_start=594
+  _globals['_ADMINSERVICE']._serialized_end=771
 # @@protoc_insertion_point(module_scope)

@@ -69,6 +69,7 @@ class ReloadModelResponse(_message.Message):
     PREVIOUS_VERSION_FIELD_NUMBER: _builtins.int
     CHANGED_FIELD_NUMBER: _builtins.int
     REFUSED_FIELD_NUMBER: _builtins.int
+    STILL_REFUSED_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     """The version serving new requests after the reload, and the one before it."""
     previous_version: _builtins.str
@@ -77,6 +78,12 @@ class ReloadModelResponse(_message.Message):
     def refused(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelVersion]:
         """Versions this reload tried and refused, with the check each failed."""
 
+    @_builtins.property
+    def still_refused(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelVersion]:
+        """Versions above the serving one that an earlier reload (or the watcher, or SIGHUP) refused and
+        that have not changed since: not tried again, and still not served.
+        """
+
     def __init__(
         self,
         *,
@@ -84,10 +91,11 @@ class ReloadModelResponse(_message.Message):
         previous_version: _builtins.str = ...,
         changed: _builtins.bool = ...,
         refused: _abc.Iterable[Global___ModelVersion] | None = ...,
+        still_refused: _abc.Iterable[Global___ModelVersion] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "model_version", b"model_version", "previous_version", b"previous_version", "refused", b"refused"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "model_version", b"model_version", "previous_version", b"previous_version", "refused", b"refused", "still_refused", b"still_refused"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
