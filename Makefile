@@ -9,10 +9,11 @@ PROTO := proto/swingup/v1/policy.proto
 
 help:
 	@echo "make demo   serve the shipped model and drive pendulums through it"
-	@echo "make test   lint, typecheck and run every test"
+	@echo "make test   lint, typecheck and run every test (make lint, make typecheck, make unit alone)"
 	@echo "make bench  run the benchmarks and write docs/benchmarks.md"
 	@echo "make model  retrain and export the shipped default model"
 	@echo "make proto  regenerate swingup/v1 from proto/"
+	@echo "make .venv  only install into .venv (every target does it first)"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

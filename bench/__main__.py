@@ -14,9 +14,17 @@ from bench import report
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("what", nargs="?", default="all", choices=["training", "serving", "all"])
+    parser.add_argument(
+        "what",
+        nargs="?",
+        default="all",
+        choices=["training", "serving", "all"],
+        help="which benchmark to run (default: all)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness only")
-    parser.add_argument("--out", default="docs", help="where results and plots go")
+    parser.add_argument(
+        "--out", default="docs", metavar="DIR", help="where results and plots go (default: docs)"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.what in ("training", "all"):

@@ -31,7 +31,7 @@ with exit_on_interrupt("swingup-client"):
     from client.policy_client import PolicyClient
     from client.wire import Credentials, Mode
     from swingup import atomic
-    from swingup.cli import EXIT_FAILED, Failed, UsageError, option, run
+    from swingup.cli import EXIT_FAILED, Failed, UsageError, at_least_one, option, run
     from swingup.tokens import token_problem
 
 ENV_PREFIX = "SWINGUP_CLIENT_"
@@ -179,8 +179,7 @@ def _check_batch(client: PolicyClient, pendulums: int) -> None:
 
 def drive_command(config: DriveConfig) -> int:
     _check_timeout(config.timeout)
-    if config.pendulums < 1 or config.episodes < 1:
-        raise UsageError("--pendulums and --episodes must be >= 1")
+    at_least_one(("--pendulums", config.pendulums), ("--episodes", config.episodes))
     if config.pendulums > MAX_PENDULUMS:
         raise UsageError(f"--pendulums {config.pendulums}: at most {MAX_PENDULUMS}")
     problem = None if config.seed is None else wire.seed_problem(config.seed)

@@ -16,7 +16,7 @@ from client.drive import drive, summary
 from client.localserver import LocalServer
 from client.policy_client import PolicyClient
 from swingup import contract
-from swingup.cli import UsageError, option, run
+from swingup.cli import UsageError, at_least_one, option, run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,8 +53,7 @@ def stand_in_model(path: Path) -> Path:
 
 
 def demo(config: DemoConfig) -> int:
-    if config.pendulums < 1 or config.episodes < 1:
-        raise UsageError("--pendulums and --episodes must be >= 1")
+    at_least_one(("--pendulums", config.pendulums), ("--episodes", config.episodes))
     try:  # before serving and driving, not after
         config.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -29,6 +29,13 @@ class UsageError(Exception):
     """A mistake of the user's: reported as one line, exit code 2, never a traceback."""
 
 
+def at_least_one(*flags: tuple[str, int]) -> None:
+    """UsageError naming the first of these (flag, value) pairs whose value is below 1."""
+    for flag, value in flags:
+        if value < 1:
+            raise UsageError(f"{flag} {value}: must be at least 1")
+
+
 class Failed(Exception):
     """A failure at run time, not a mistake (the disk, the server): one line, exit code 1."""
 
@@ -134,7 +141,8 @@ def add_config(parser: argparse.ArgumentParser, cls: type, env_prefix: str | Non
             continue
         convert, choices = _converter(tp, f.name, path)
         stated = f.metadata.get("shown")
-        shown = "" if default is dataclasses.MISSING else f" [default: {default}]"
+        # None is "not given": the help says what that means, as "(none: ...)" where it matters.
+        shown = "" if default in (dataclasses.MISSING, None) else f" [default: {default}]"
         if stated is not None:
             shown = f" [default: {stated}]" if stated else ""
         parser.add_argument(
@@ -145,14 +153,14 @@ def add_config(parser: argparse.ArgumentParser, cls: type, env_prefix: str | Non
             default=default,
             required=default is dataclasses.MISSING,
             help=f"{help_text}{shown}{suffix}",
-            metavar=_metavar(choices, convert),
+            metavar=_metavar(choices, convert, path),
         )
 
 
-def _metavar(choices: list[Any] | None, convert: Callable[[str], Any]) -> str:
+def _metavar(choices: list[Any] | None, convert: Callable[[str], Any], path: bool) -> str:
     if choices:
         return "{" + ",".join(str(c) for c in choices) + "}"
-    return convert.__name__.upper()
+    return "PATH" if path else convert.__name__.upper()
 
 
 def _from_env(name: str, text: str, tp: Any, parser: argparse.ArgumentParser) -> Any:

@@ -195,7 +195,8 @@ def test_an_absent_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["drive", "--pendulums", "0"], "--pendulums and --episodes must be >= 1"),
+        (["drive", "--pendulums", "0"], "--pendulums 0: must be at least 1"),
+        (["drive", "--episodes", "-1"], "--episodes -1: must be at least 1"),
         (["drive", "--pendulums", "100000"], "--pendulums 100000: at most 65536"),
         (["drive", "--mode", "greedy"], "invalid choice: 'greedy'"),
         (["drive", "--seed", "-1"], "--seed -1: must be between 0 and 2**64 - 1"),
