@@ -85,6 +85,19 @@ def candidates(path: Path) -> list[Candidate]:
     return list(found.values())
 
 
+def _repository_hint(path: Path) -> str:
+    """For a Triton model repository given whole, where one model of it was meant: which."""
+    try:
+        models = sorted(p.name for p in path.iterdir() if p.is_dir() and candidates(p))
+    except OSError:
+        return ""
+    if not models:
+        return ""
+    return f"; it holds models: pass one, as --model {path / models[0]}" + (
+        f" ({', '.join(models)})" if len(models) > 1 else ""
+    )
+
+
 def _naming(path: Path, reason: str) -> str:
     """`reason`, saying which file it is about."""
     return reason if str(path) in reason else f"{path}: {reason}"
@@ -153,7 +166,7 @@ class Reloader:
             reasons = "; ".join(f"{r.candidate.label}: {r.reason}" for r in self._refused.values())
             raise ModelError(
                 f"no valid model version in {self.path} (expected N/{MODEL_FILE})"
-                + (f": {reasons}" if reasons else "")
+                + (f": {reasons}" if reasons else _repository_hint(self.path))
             )
         raise ModelError(f"model file not found: {self.path}")
 

@@ -138,6 +138,15 @@ def test_a_directory_without_a_valid_version_is_one_line(tmp_path: Path) -> None
     assert "no valid model version in" in str(raised.value)
 
 
+def test_a_whole_model_repository_is_one_line_naming_its_models(
+    tmp_path: Path, models: dict[int, Path]
+) -> None:
+    root = repository(tmp_path, models, 1).parent  # repo/, not repo/pendulum-a2c/
+    with LocalServer(["--model", str(root)]) as server, pytest.raises(RuntimeError) as raised:
+        server.wait_listening()
+    assert f"it holds models: pass one, as --model {root / 'pendulum-a2c'}" in str(raised.value)
+
+
 def test_new_versions_arrive_by_watcher_sighup_and_admin_rpc(
     tmp_path: Path, models: dict[int, Path], references: dict[int, Reference]
 ) -> None:
