@@ -56,7 +56,8 @@ RUN swingup-serve --help > /dev/null
 
 USER 10001:10001
 WORKDIR /
-# gRPC. Port 9090 is reserved for Prometheus metrics once the server has a --metrics-port flag.
+# gRPC. Prometheus metrics are off by default: SWINGUP_METRICS_PORT=9090 serves them at
+# :9090/metrics (publish that port too).
 EXPOSE 50051
 # No HEALTHCHECK: Kubernetes ignores it and uses its built-in gRPC probes against the standard
 # grpc.health.v1 service (deploy/k8s/deployment.yaml). Under plain Docker: grpc_health_probe.
