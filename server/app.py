@@ -316,7 +316,7 @@ def _load_tokens(config: ServeConfig) -> TokenFile | None:
         raise UsageError(f"--auth-token-file {exc}") from None
     if count == 0:
         raise UsageError(f"--auth-token-file {tokens.path}: holds no token")
-    log.info("auth: %d token(s) loaded from %s", count, tokens.path)
+    tokens.report(logging.INFO, "auth: %d token(s) loaded from %s", count, tokens.path)
     return tokens
 
 

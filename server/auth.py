@@ -48,6 +48,7 @@ class TokenFile:
         self.path = path
         self._digests: list[bytes] = []
         self._stamp: tuple[int, int, int] | None = None
+        self._reported: tuple[object, ...] | None = None
 
     def load(self) -> int:
         """Read the file now; the number of tokens. TokenFileError if it cannot be read or is
@@ -67,18 +68,31 @@ class TokenFile:
         try:
             count = self.load()
         except TokenFileError as exc:
-            if stamp != self._stamp or force:
-                log.warning(
-                    "auth: cannot read %s; keeping the %d token(s) read before",
-                    exc,
-                    len(self._digests),
-                )
             self._stamp = stamp
+            self.report(
+                logging.WARNING,
+                "auth: cannot read %s; keeping the %d token(s) read before",
+                exc,
+                len(self._digests),
+            )
             return
         if count == 0:
-            log.warning("auth: %s holds no token: every call but health is refused", self.path)
+            self.report(
+                logging.WARNING,
+                "auth: %s holds no token: every call but health is refused",
+                self.path,
+            )
         else:
-            log.info("auth: %d token(s) loaded from %s", count, self.path)
+            self.report(logging.INFO, "auth: %d token(s) loaded from %s", count, self.path)
+
+    def report(self, level: int, message: str, *args: object) -> None:
+        """Log what a read found, unless the same was said of this very version of the file:
+        SIGHUP rereads the file at once, and if the poller had read that version first, the
+        reread would say it again."""
+        said = (self._stamp, tuple(self._digests), message % args)
+        if said != self._reported:
+            self._reported = said
+            log.log(level, message, *args)
 
     def accepts(self, token: str) -> bool:
         """Whether `token` is one of the file's, in time independent of which or how similar."""
