@@ -185,7 +185,10 @@ class Reloader:
                 log.info("now serving model %s (was %s)", runtime.version, previous)
                 break
             else:
-                if self._serving not in found:
+                # A refusal of the serving file itself (a single --model file) said it already.
+                serving_path = self._serving.path if self._serving is not None else None
+                told = any(refusal.candidate.path == serving_path for refusal in refused)
+                if self._serving not in found and not told:
                     log.warning(
                         "no valid version left in %s: still serving %s", self.path, previous
                     )
