@@ -371,6 +371,17 @@ def test_the_token_file_is_reread_when_it_changes(model_path: Path, tmp_path: Pa
         assert server.stop() == 0
 
 
+def test_a_token_file_with_a_byte_order_mark_serves_its_first_token(
+    model_path: Path, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_bytes(b"\xef\xbb\xbfbom-token\r\n")  # as Windows' Notepad saves it
+    with start_server(model_path, "--auth-token-file", str(tokens)) as server:
+        with client_of(server, "bom-token") as client:
+            client.act(observations(1))
+        assert server.stop() == 0
+
+
 def line_index(server: LocalServer, pattern: str, start: int) -> int:
     """The index of the first log line from `start` on that matches `pattern` (waiting for it)."""
     return server.lines.index(server.wait_for_line(pattern, start=start), start)
