@@ -393,15 +393,21 @@ def test_a_single_file_refused_or_removed_is_one_warning(
     assert all(w.endswith(f"still serving {first}") for w in warnings), warnings
 
 
+@pytest.mark.parametrize("how", ["emptied", "moved away"])
 def test_a_directory_left_without_a_valid_version_says_so(
-    tmp_path: Path, models: dict[int, Path]
+    tmp_path: Path, models: dict[int, Path], how: str
 ) -> None:
     model_dir = repository(tmp_path, models, 1)
     with start_server(model_dir, "--watch-s", "0") as server:
         assert server.target is not None
         with PolicyClient(server.target, timeout=10) as client:
-            shutil.rmtree(model_dir / "1")
-            assert client.reload_model().model_version == "1"
+            if how == "emptied":
+                shutil.rmtree(model_dir / "1")
+            else:
+                model_dir.rename(tmp_path / "elsewhere")
+            assert list(client.reload_model().refused) == []
+            listed = [(v.version, v.state, v.reason) for v in client.list_versions().versions]
+            assert listed == [("1", admin_pb2.VERSION_STATE_SERVING, SERVED_FROM_MEMORY)]
         assert server.stop() == 0
     warnings = [line.split(" WARNING ", 1)[1] for line in server.lines if " WARNING " in line]
     assert warnings == [f"no valid version left in {model_dir}: still serving 1"]
