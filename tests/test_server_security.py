@@ -382,6 +382,20 @@ def test_a_token_file_with_a_byte_order_mark_serves_its_first_token(
         assert server.stop() == 0
 
 
+def test_a_token_file_replaced_by_a_pipe_is_not_read(model_path: Path, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("kept-token\n")
+    with start_server(model_path, "--auth-token-file", str(tokens), "--watch-s", "0.05") as server:
+        mark = len(server.lines)
+        tokens.unlink()
+        os.mkfifo(tokens)  # nothing ever writes to it: reading it would never return
+        server.wait_for_line(r"not a regular file; keeping the 1 token\(s\)", start=mark)
+        with client_of(server, "kept-token") as client:
+            client.act(observations(1))
+            assert client.health() == "SERVING"
+        assert server.stop() == 0
+
+
 def line_index(server: LocalServer, pattern: str, start: int) -> int:
     """The index of the first log line from `start` on that matches `pattern` (waiting for it)."""
     return server.lines.index(server.wait_for_line(pattern, start=start), start)
