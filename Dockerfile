@@ -56,8 +56,9 @@ RUN swingup-serve --help > /dev/null
 
 USER 10001:10001
 WORKDIR /
-# gRPC. For Prometheus metrics set SWINGUP_METRICS_PORT (e.g. 9090) and publish that port too:
-# plain HTTP without authentication, so only on a network the scraper alone reaches.
+# gRPC. Prometheus metrics are off by default: SWINGUP_METRICS_PORT=9090 serves them at
+# :9090/metrics (publish that port too): plain HTTP without authentication, so only on a
+# network the scraper alone reaches.
 EXPOSE 50051
 # No HEALTHCHECK: Kubernetes ignores it and uses its built-in gRPC probes against the standard
 # grpc.health.v1 service (deploy/k8s/deployment.yaml). Under plain Docker: grpc_health_probe.

@@ -249,7 +249,9 @@ def _start_metrics(config: ServeConfig, metrics: Metrics | None) -> Callable[[],
     if metrics is None or config.metrics_port is None:
         return None
     try:
-        stop_metrics, metrics_port = serve_metrics(metrics, config.host, config.metrics_port)
+        stop_metrics, metrics_port = serve_metrics(
+            metrics, config.host, config.metrics_port, config.idle_timeout_s
+        )
     except OSError as exc:
         raise UsageError(
             f"--metrics-port: cannot listen on "
@@ -314,7 +316,7 @@ def _load_tokens(config: ServeConfig) -> TokenFile | None:
         raise UsageError(f"--auth-token-file {exc}") from None
     if count == 0:
         raise UsageError(f"--auth-token-file {tokens.path}: holds no token")
-    log.info("auth: %d token(s) loaded from %s", count, tokens.path)
+    tokens.report(logging.INFO, "auth: %d token(s) loaded from %s", count, tokens.path)
     return tokens
 
 

@@ -48,11 +48,16 @@ class TokenFile:
         self.path = path
         self._digests: list[bytes] = []
         self._stamp: tuple[int, int, int] | None = None
+        self._reported: tuple[object, ...] | None = None
 
     def load(self) -> int:
         """Read the file now; the number of tokens. TokenFileError if it cannot be read or is
         not text."""
         stamp = _stamp(self.path)
+        if self.path.exists() and not (self.path.is_file() or self.path.is_dir()):
+            # A pipe put in its place would block the event loop, every call and signal
+            # included, until something writes to it; the start refuses one too.
+            raise TokenFileError(f"{self.path}: not a regular file")
         tokens = read_tokens(self.path)
         self._digests = [_digest(token) for token in tokens]
         self._stamp = stamp
@@ -67,18 +72,31 @@ class TokenFile:
         try:
             count = self.load()
         except TokenFileError as exc:
-            if stamp != self._stamp or force:
-                log.warning(
-                    "auth: cannot read %s; keeping the %d token(s) read before",
-                    exc,
-                    len(self._digests),
-                )
             self._stamp = stamp
+            self.report(
+                logging.WARNING,
+                "auth: cannot read %s; keeping the %d token(s) read before",
+                exc,
+                len(self._digests),
+            )
             return
         if count == 0:
-            log.warning("auth: %s holds no token: every call but health is refused", self.path)
+            self.report(
+                logging.WARNING,
+                "auth: %s holds no token: every call but health is refused",
+                self.path,
+            )
         else:
-            log.info("auth: %d token(s) loaded from %s", count, self.path)
+            self.report(logging.INFO, "auth: %d token(s) loaded from %s", count, self.path)
+
+    def report(self, level: int, message: str, *args: object) -> None:
+        """Log what a read found, unless the same was said of this very version of the file:
+        SIGHUP rereads the file at once, and if the poller had read that version first, the
+        reread would say it again."""
+        said = (self._stamp, tuple(self._digests), message % args)
+        if said != self._reported:
+            self._reported = said
+            log.log(level, message, *args)
 
     def accepts(self, token: str) -> bool:
         """Whether `token` is one of the file's, in time independent of which or how similar."""

@@ -14,7 +14,16 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 # setting (GRPC_VERBOSITY=INFO or DEBUG, to debug) wins.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
+import signal
+
 from swingup.interrupts import exit_on_interrupt
+
+# SIGHUP means "reload" once the server serves (server.app installs that handler), but until
+# then its default action kills the process: a reload sent while the server starts (systemd's
+# ExecReload, a log rotation, the --workers parent forwarding one) would end it with no word.
+# Everything a reload rereads is read fresh at start anyway. Workers, spawned while it is
+# ignored, inherit this.
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 # Ctrl-C while the program still imports (gRPC, onnxruntime: a few hundred ms) is an interrupt
 # like any other, not a traceback.

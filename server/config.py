@@ -97,7 +97,8 @@ class ServeConfig:
     idle_timeout_s: float = option(
         30.0,
         "a stream idle this long (no request, or a reply left unread) is ended; also bounds a "
-        "connection's TLS handshake and closes connections idle this long. From "
+        "connection's TLS handshake and closes connections idle this long (on --metrics-port "
+        "too). From "
         f"{MIN_IDLE_TIMEOUT_S} to {MAX_IDLE_TIMEOUT_S} (gRPC takes it in int32 milliseconds)",
     )
     max_queue: int | None = option(

@@ -2,18 +2,29 @@
 
 Every call on the server, whatever its service, is counted and timed by an interceptor; the
 batcher reports its batches and refusals; the reloader reports versions. The text format is
-served at http://HOST:PORT/metrics by prometheus-client's own HTTP server, on a thread.
+served at http://HOST:PORT/metrics by prometheus-client's WSGI app (its content negotiation:
+OpenMetrics, gzip, `name[]` filters), in a small threaded HTTP server of the standard library
+that answers 404 for other paths and says nothing about peers that hang up or never speak.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
 from google.protobuf import descriptor_pool
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
 
 from server import interceptors
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 # Latency buckets from 100 us (a lone Act on loopback) to 10 s (a long stream's lifetime is
 # beyond them, in +Inf: a stream's duration is its session's, not a step's).
@@ -143,9 +154,59 @@ class CallMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return interceptors.observed(handler, done)
 
 
-def serve_metrics(metrics: Metrics, host: str, port: int) -> tuple[Callable[[], None], int]:
-    """Serve /metrics on host:port from a thread; (a function that stops it, the bound port)."""
-    httpd, thread = start_http_server(port, addr=host, registry=metrics.registry)
+METRICS_PATH = "/metrics"
+
+
+def only_metrics(app: WSGIApplication) -> WSGIApplication:
+    """`app` at /metrics and 404 elsewhere: prometheus-client's app answers every path, so a
+    typo in a scrape config or a probe at / would look like a working endpoint."""
+
+    def routed(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == METRICS_PATH:
+            return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [f"not found: the metrics are at {METRICS_PATH}\n".encode()]
+
+    return routed
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """One request per connection, nothing logged: malformed requests get their 4xx without a
+    log line, and a peer that hangs up, or sends nothing for `timeout` seconds, is dropped
+    without the traceback socketserver would print for each."""
+
+    def handle(self) -> None:
+        with contextlib.suppress(OSError):  # reset, broken pipe, timeout: the peer is gone
+            super().handle()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a connection's thread must not hold the process at exit
+
+
+def serve_metrics(
+    metrics: Metrics, host: str, port: int, idle_timeout_s: float
+) -> tuple[Callable[[], None], int]:
+    """Serve /metrics on host:port from a thread; (a function that stops it, the bound port).
+    A connection idle for `idle_timeout_s` is closed: each holds a thread."""
+    # As prometheus-client's start_http_server does: the family of the host's first address.
+    family, _, _, _, sockaddr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    class Server(_ThreadingServer):
+        address_family = family
+
+    class Handler(_QuietHandler):
+        timeout = idle_timeout_s
+
+    app = only_metrics(make_wsgi_app(metrics.registry))
+    httpd = make_server(str(sockaddr[0]), port, app, Server, Handler)
+    thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
 
     def stop() -> None:
         httpd.shutdown()

@@ -143,6 +143,7 @@ class Reloader:
         self._refused: dict[Candidate, Refusal] = {}
         self._fingerprint: list[Candidate] = []
         self._lock = asyncio.Lock()
+        self._directory = path.is_dir()
 
     @property
     def runtime(self) -> Runtime:
@@ -173,13 +174,13 @@ class Reloader:
     def changed(self) -> bool:
         """Whether the versions on disk differ from those the last walk saw (a listing and one
         stat per version: cheap enough to poll every second)."""
-        return candidates(self.path) != self._fingerprint
+        return self._on_disk() != self._fingerprint
 
     async def reload(self) -> ReloadResult:
         """Walk the versions now and serve the highest valid one (see the module's docstring)."""
         async with self._lock:
             previous = self.runtime.version
-            found = candidates(self.path)
+            found = self._on_disk()
             self._fingerprint = found
             refused: list[Refusal] = []
             still_refused: list[Refusal] = []
@@ -201,7 +202,10 @@ class Reloader:
                 log.info("now serving model %s (was %s)", runtime.version, previous)
                 break
             else:
-                if self._serving not in found:
+                # A refusal of the serving file itself (a single --model file) said it already.
+                serving_path = self._serving.path if self._serving is not None else None
+                told = any(refusal.candidate.path == serving_path for refusal in refused)
+                if self._serving not in found and not told:
                     log.warning(
                         "no valid version left in %s: still serving %s", self.path, previous
                     )
@@ -212,7 +216,7 @@ class Reloader:
         """Each version on disk, highest first, with its state (serving, refused, available)
         and the reason of a refusal."""
         listed = []
-        on_disk = candidates(self.path)
+        on_disk = self._on_disk()
         if self._serving is not None and self._serving not in on_disk:
             # Its file was replaced by one refused, or removed: it serves on from memory.
             listed.append((self._serving, "serving", SERVED_FROM_MEMORY))
@@ -235,6 +239,13 @@ class Reloader:
                     await self.reload()
             except Exception:  # a bug of ours: the watcher must outlive it
                 log.exception("reload failed")
+
+    def _on_disk(self) -> list[Candidate]:
+        # A model directory gone (moved, unmounted) offers no version; as a path that is no
+        # directory it would be a single model file, missing.
+        if self._directory and not self.path.is_dir():
+            return []
+        return candidates(self.path)
 
     def _load(self, candidate: Candidate) -> Runtime:
         if candidate.stamp is None:

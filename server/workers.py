@@ -67,7 +67,9 @@ def run_workers(config: ServeConfig) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGHUP, forward_hup)
+    # Ignored while the workers are spawned, so that they start with it ignored (a handler
+    # would reach them as the default action, which kills) until each serves and handles it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with ports.reserved(config.host, config.port) as port:
         worker_config = dataclasses.replace(config, port=port, port_file=None)
         pipes: list[Connection] = []
@@ -86,6 +88,7 @@ def run_workers(config: ServeConfig) -> int:
             if stopping:  # the signal came while it started, before forward() could see it
                 os.kill(cast(int, process.pid), signal.SIGTERM)
             log.info("worker %d of %d started: pid %d", i + 1, config.workers, process.pid)
+        signal.signal(signal.SIGHUP, forward_hup)
         for worker, receive in zip(workers, pipes, strict=True):
             if stopping:
                 break

@@ -22,7 +22,9 @@ def read_tokens(path: Path) -> list[str]:
     if path.is_dir():
         raise TokenFileError(f"{path}: is a directory")
     try:
-        return parse_tokens(path.read_bytes().decode("utf-8"))
+        # utf-8-sig: a byte order mark (Notepad writes one) would otherwise be part of the
+        # first token, which then matches nothing while the server counts it as loaded.
+        return parse_tokens(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise TokenFileError(f"{path}: not a text file, not UTF-8 text") from None
     except OSError as exc:

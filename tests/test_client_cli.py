@@ -321,6 +321,8 @@ def test_the_token_is_the_files_first_line_that_is_not_blank_or_a_comment(
     path = tmp_path / "token"
     path.write_text("# the controllers' token\n\n  s3cret-token  \nsecond-line\n")
     assert Connection(token_file=path).credentials().token == "s3cret-token"
+    path.write_bytes(b"\xef\xbb\xbfbom-token\r\n")  # a byte order mark is not the token's
+    assert Connection(token_file=path).credentials().token == "bom-token"
 
 
 @pytest.mark.parametrize(

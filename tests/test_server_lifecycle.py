@@ -252,6 +252,24 @@ def test_a_signal_while_workers_start_stops_them_cleanly(model_path: Path) -> No
     assert not any(psutil.pid_exists(pid) for pid in pids)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_while_starting_does_not_kill_the_server(model_path: Path, workers: int) -> None:
+    with LocalServer(["--model", str(model_path), "--workers", str(workers)]) as server:
+        # Started, not serving yet: the model (the workers: everything) still loading.
+        server.wait_for_line(
+            f"worker {workers} of {workers} started" if workers > 1 else "starting"
+        )
+        pids = [int(line.rsplit(" ", 1)[1]) for line in server.lines if " started: pid " in line]
+        for pid in (server.pid, *pids):  # the parent forwards it; `pkill -HUP` reaches them all
+            os.kill(pid, signal.SIGHUP)
+        server.wait_listening()
+        mark = len(server.lines)
+        server.process.send_signal(signal.SIGHUP)  # serving: now it reloads
+        server.wait_for_line("SIGHUP: reloading the model", start=mark)
+        assert server.stop() == 0, server.lines[-5:]
+    assert not any(" ERROR " in line or "Traceback" in line for line in server.lines)
+
+
 def test_workers_refuse_a_port_taken_by_a_plain_socket(model_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

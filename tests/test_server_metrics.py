@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import re
+import socket
+import struct
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -20,12 +24,17 @@ from trainer import triton_repo
 ACT = "/swingup.v1.PolicyService/Act"
 
 
-def scrape(server: LocalServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the server's /metrics, keyed by name and sorted labels."""
+def metrics_url(server: LocalServer) -> str:
+    """http://HOST:PORT/metrics, as the server logs it."""
     line = server.wait_for_line(r"metrics on http://")
     url = re.search(r"(http://\S+/metrics)", line)
     assert url is not None
-    with urllib.request.urlopen(url.group(1), timeout=10) as reply:
+    return url.group(1)
+
+
+def scrape(server: LocalServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the server's /metrics, keyed by name and sorted labels."""
+    with urllib.request.urlopen(metrics_url(server), timeout=10) as reply:
         assert reply.headers["Content-Type"].startswith("text/plain")
         text = reply.read().decode()
     samples = {}
@@ -134,3 +143,57 @@ def test_a_refused_call_is_counted_with_its_status(model_path: Path) -> None:
         samples = scrape(server)
         assert value(samples, "swingup_grpc_calls_total", method=ACT, code="INVALID_ARGUMENT") == 1
         assert server.stop() == 0
+
+
+def get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    """GET `url`: the status, headers and body, of an error status too."""
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, dict(reply.headers), reply.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def test_only_the_metrics_path_answers_as_prometheus_client_does(model_path: Path) -> None:
+    with start_server(model_path, "--metrics-port", "0") as server:
+        url = metrics_url(server)
+        root = url.removesuffix("/metrics")
+        code, headers, body = get(url)
+        assert code == 200 and headers["Content-Type"].startswith("text/plain")
+        assert b"swingup_model_info" in body
+        code, headers, body = get(url, **{"Accept-Encoding": "gzip"})
+        assert headers.get("Content-Encoding") == "gzip"
+        assert b"swingup_model_info" in gzip.decompress(body)
+        code, headers, body = get(url, Accept="application/openmetrics-text; version=1.0.0")
+        assert headers["Content-Type"].startswith("application/openmetrics-text")
+        assert body.endswith(b"# EOF\n")
+        code, _, body = get(f"{url}?name[]=swingup_model_info")
+        assert code == 200 and b"swingup_model_info" in body and b"swingup_grpc" not in body
+        for path in ("/", "/anything", "/metrics/", "/favicon.ico", "/metricsx"):
+            code, headers, body = get(root + path)
+            assert code == 404, path
+            assert b"swingup_" not in body
+        assert server.stop() == 0
+
+
+def test_bad_and_silent_metrics_clients_cost_no_log_line_and_no_thread(model_path: Path) -> None:
+    with start_server(model_path, "--metrics-port", "0", "--idle-timeout-s", "0.5") as server:
+        host, port = metrics_url(server).split("/")[2].rsplit(":", 1)
+        mark = len(server.lines)
+        # A garbage request line (a TLS hello, say): an error page, and nothing in the log.
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(b"\x16\x03\x01 garbage\r\n\r\n")
+            assert b"Error code: 400" in sock.makefile("rb").read()
+        # A client that resets the connection mid-request (socketserver printed a traceback).
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # A client that connects and says nothing is closed after the idle timeout, not kept
+        # (with its thread) for as long as it likes.
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            assert sock.recv(1) == b""
+        assert value(scrape(server), "swingup_model_reloads_total") == 0
+        assert server.stop() == 0
+    after = server.lines[mark:]
+    assert len(after) == 2 and "SIGTERM: not serving" in after[0], after

@@ -382,6 +382,49 @@ def test_a_single_file_reloads_when_replaced(tmp_path: Path, models: dict[int, P
         assert server.stop() == 0
 
 
+def test_a_single_file_refused_or_removed_is_one_warning(
+    tmp_path: Path, models: dict[int, Path]
+) -> None:
+    served = tmp_path / "policy.onnx"
+    shutil.copyfile(models[0], served)
+    with start_server(served, "--watch-s", "0") as server:
+        assert server.target is not None
+        with PolicyClient(server.target, timeout=10) as client:
+            first = client.info().model_version
+            (tmp_path / "policy.new").write_bytes(b"corrupt")
+            (tmp_path / "policy.new").replace(served)
+            assert [r.reason for r in client.reload_model().refused] != []
+            served.unlink()
+            assert "model file not found" in client.reload_model().refused[0].reason
+            assert client.info().model_version == first
+        assert server.stop() == 0
+    warnings = [line.split(" WARNING ", 1)[1] for line in server.lines if " WARNING " in line]
+    # Each refusal names the file and what still serves; nothing says it again.
+    assert len(warnings) == 2, warnings
+    assert all(w.startswith("refused model policy.onnx") for w in warnings), warnings
+    assert all(w.endswith(f"still serving {first}") for w in warnings), warnings
+
+
+@pytest.mark.parametrize("how", ["emptied", "moved away"])
+def test_a_directory_left_without_a_valid_version_says_so(
+    tmp_path: Path, models: dict[int, Path], how: str
+) -> None:
+    model_dir = repository(tmp_path, models, 1)
+    with start_server(model_dir, "--watch-s", "0") as server:
+        assert server.target is not None
+        with PolicyClient(server.target, timeout=10) as client:
+            if how == "emptied":
+                shutil.rmtree(model_dir / "1")
+            else:
+                model_dir.rename(tmp_path / "elsewhere")
+            assert list(client.reload_model().refused) == []
+            listed = [(v.version, v.state, v.reason) for v in client.list_versions().versions]
+            assert listed == [("1", admin_pb2.VERSION_STATE_SERVING, SERVED_FROM_MEMORY)]
+        assert server.stop() == 0
+    warnings = [line.split(" WARNING ", 1)[1] for line in server.lines if " WARNING " in line]
+    assert warnings == [f"no valid version left in {model_dir}: still serving 1"]
+
+
 def test_the_client_cli_reloads_and_lists_versions(tmp_path: Path, models: dict[int, Path]) -> None:
     model_dir = repository(tmp_path, models, 1)
     with start_server(model_dir, "--watch-s", "0") as server:

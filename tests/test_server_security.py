@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -386,6 +387,73 @@ def test_the_token_file_is_reread_when_it_changes(model_path: Path, tmp_path: Pa
             with pytest.raises(PolicyError):
                 old.act(observations(1))
             new.act(observations(1))
+        assert server.stop() == 0
+
+
+def test_a_token_file_with_a_byte_order_mark_serves_its_first_token(
+    model_path: Path, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_bytes(b"\xef\xbb\xbfbom-token\r\n")  # as Windows' Notepad saves it
+    with start_server(model_path, "--auth-token-file", str(tokens)) as server:
+        with client_of(server, "bom-token") as client:
+            client.act(observations(1))
+        assert server.stop() == 0
+
+
+def test_a_token_file_replaced_by_a_pipe_is_not_read(model_path: Path, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("kept-token\n")
+    with start_server(model_path, "--auth-token-file", str(tokens), "--watch-s", "0.05") as server:
+        mark = len(server.lines)
+        tokens.unlink()
+        os.mkfifo(tokens)  # nothing ever writes to it: reading it would never return
+        server.wait_for_line(r"not a regular file; keeping the 1 token\(s\)", start=mark)
+        with client_of(server, "kept-token") as client:
+            client.act(observations(1))
+            assert client.health() == "SERVING"
+        assert server.stop() == 0
+
+
+def line_index(server: LocalServer, pattern: str, start: int) -> int:
+    """The index of the first log line from `start` on that matches `pattern` (waiting for it)."""
+    return server.lines.index(server.wait_for_line(pattern, start=start), start)
+
+
+def test_sighup_after_the_poller_does_not_report_a_token_file_again(
+    model_path: Path, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("kept-token\n")
+
+    def replace(data: bytes | None) -> None:
+        if data is None:
+            tokens.unlink()
+        else:
+            (tmp_path / "tokens.new").write_bytes(data)
+            os.replace(tmp_path / "tokens.new", tokens)
+
+    cases = [
+        (b"\xff\xfenew-token\n", r"not UTF-8 text; keeping the 1 token\(s\)"),
+        (None, r"No such file or directory; keeping the 1 token\(s\)"),
+        (b"# none\n", r"holds no token"),
+        (b"kept-token\nnew-token\n", r"auth: 2 token\(s\) loaded"),
+    ]
+    with start_server(model_path, "--auth-token-file", str(tokens), "--watch-s", "0.05") as server:
+        with client_of(server, "kept-token") as client:
+            for data, said in cases:
+                mark = len(server.lines)
+                replace(data)
+                server.wait_for_line(said, start=mark)  # the poller read it first
+                server.process.send_signal(signal.SIGHUP)
+                hup = line_index(server, "SIGHUP: reloading the model and the token file", mark)
+                # A second SIGHUP's line comes after all the first one logged.
+                server.process.send_signal(signal.SIGHUP)
+                line_index(server, "SIGHUP: reloading", hup + 1)
+                lines = server.log_since(mark)
+                assert sum(bool(re.search(said, line)) for line in lines) == 1, lines
+                if data is None or data.startswith(b"\xff"):
+                    client.act(observations(1))  # the token read before is still in force
         assert server.stop() == 0
 
 
