@@ -75,7 +75,7 @@ class TokenFile:
             self._stamp = stamp
             self.report(
                 logging.WARNING,
-                "auth: cannot read %s; keeping the %d token(s) read before",
+                "auth: %s; keeping the %d token(s) read before",
                 exc,
                 len(self._digests),
             )

@@ -330,8 +330,8 @@ def test_the_token_is_the_files_first_line_that_is_not_blank_or_a_comment(
     [
         (b"\xff\xfe\n", "not a text file"),
         (b"# only a comment\n\n", "holds no token"),
-        (b"tok en\n", "the token must be visible ASCII characters without spaces"),
-        ("t\u00f6ken\n".encode(), "the token must be visible ASCII"),
+        (b"tok en\n", "line 1: a token must be visible ASCII characters without spaces"),
+        ("# mine\nt\u00f6ken\n".encode(), "line 2: a token must be visible ASCII"),
     ],
 )
 def test_a_token_file_without_a_usable_token_is_one_line(

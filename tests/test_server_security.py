@@ -201,6 +201,9 @@ def test_mutual_tls_admits_only_clients_the_ca_signed(model_path: Path, pki: Pki
         (["--auth-token-file", "MISSING"], "--auth-token-file"),
         (["--auth-token-file", "EMPTY"], "holds no token"),
         (["--auth-token-file", "BINARY"], "not UTF-8 text"),
+        # A token no client could send (a space; a PEM file's BEGIN line has one too).
+        (["--auth-token-file", "SPACED"], "line 2: a token must be visible ASCII characters"),
+        (["--auth-token-file", "CA"], "line 1: a token must be visible ASCII characters"),
         (["--max-batch", "4096", "--max-message-bytes", "1000"], "--max-message-bytes 1000"),
         (["--max-batch", "64", "--max-queue", "10"], "--max-queue 10"),
         (["--idle-timeout-s", "0"], "--idle-timeout-s 0"),
@@ -222,8 +225,11 @@ def test_bad_security_settings_are_one_line(
     empty.write_text("# no tokens yet\n")
     binary = tmp_path / "binary"
     binary.write_bytes(b"\xff\xfe token\n")
+    spaced = tmp_path / "spaced"
+    spaced.write_text("good-token\nsecret with a space\n")
     names = {
         "BINARY": binary,
+        "SPACED": spaced,
         "CERT": pki.server.cert,
         "CA": pki.ca.cert,
         "OTHER_KEY": pki.client.key,
@@ -436,6 +442,7 @@ def test_sighup_after_the_poller_does_not_report_a_token_file_again(
     cases = [
         (b"\xff\xfenew-token\n", r"not UTF-8 text; keeping the 1 token\(s\)"),
         (None, r"No such file or directory; keeping the 1 token\(s\)"),
+        (b"kept-token\nno\ttab\n", r"line 2: a token must .*; keeping the 1 token\(s\)"),
         (b"# none\n", r"holds no token"),
         (b"kept-token\nnew-token\n", r"auth: 2 token\(s\) loaded"),
     ]
@@ -452,7 +459,7 @@ def test_sighup_after_the_poller_does_not_report_a_token_file_again(
                 line_index(server, "SIGHUP: reloading", hup + 1)
                 lines = server.log_since(mark)
                 assert sum(bool(re.search(said, line)) for line in lines) == 1, lines
-                if data is None or data.startswith(b"\xff"):
+                if data is None or data.startswith(b"\xff") or b"\t" in data:
                     client.act(observations(1))  # the token read before is still in force
         assert server.stop() == 0
 
