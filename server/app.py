@@ -173,7 +173,8 @@ async def serve(
     await stop.wait()
     if config.lame_duck_s > 0:
         await _lame_duck(config.lame_duck_s, health_servicer, in_flight, leaving, stop, received)
-    await _drain(config, server, health_servicer, in_flight, received[0])
+    stop.clear()  # a further signal cuts the drain short
+    await _drain(config, server, health_servicer, in_flight, received[0], stop)
     _stop_the_rest(background, batcher, stop_metrics)
     log.info(
         "stopped after %d model calls for %d observations (%d of %d accepted requests answered)",
@@ -267,8 +268,10 @@ async def _drain(
     health_servicer: health.aio.HealthServicer,  # type: ignore[name-defined]
     in_flight: InFlight,
     signal_name: str,
+    interrupted: asyncio.Event,
 ) -> None:
-    """Refuse new calls, turn NOT_SERVING, and return once the calls in flight have ended."""
+    """Refuse new calls, turn NOT_SERVING, and return once the calls in flight have ended (or
+    at once, cancelling them, on `interrupted`)."""
     log.info(
         "%s: not serving, draining calls and streams for up to %g s", signal_name, config.grace_s
     )
@@ -276,9 +279,10 @@ async def _drain(
     # duck told it before) the server already refuses new calls; calls in flight run on until
     # done or grace, and once ours are done, what gRPC still holds (a watch, a call it never
     # handed over) is cancelled.
+    grace_ends = asyncio.get_running_loop().time() + config.grace_s
     stopping = asyncio.create_task(server.stop(config.grace_s))
     await health_servicer.enter_graceful_shutdown()
-    await drain.finish(server, stopping, in_flight)
+    await drain.finish(server, stopping, in_flight, interrupted, grace_ends)
     drain.hush_leftover_cancellations(asyncio.get_running_loop())
 
 

@@ -67,7 +67,9 @@ class ServeConfig:
         "its own model, and more processes than cores only add memory and contention",
     )
     grace_s: float = option(
-        10.0, "on SIGTERM/SIGINT, how long in-flight calls and streams may take to finish"
+        10.0,
+        "on SIGTERM/SIGINT, how long in-flight calls and streams may take to finish; a second "
+        "signal cancels them at once",
     )
     lame_duck_s: float = option(
         0.0,

@@ -46,6 +46,9 @@ log = logging.getLogger("swingup.serve")
 # How long the count must stay at zero: a call core handed over just before shutdown reaches
 # our handler a few event-loop passes later, well inside this.
 QUIET_S = 0.25
+# How long before gRPC's grace runs out the drain counts the calls it is about to cut.
+GRACE_MARGIN_S = 0.01
+FIRST = asyncio.FIRST_COMPLETED
 
 Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
@@ -90,19 +93,45 @@ class InFlight:
 
 
 async def finish(
-    server: grpc.aio.Server, stopping: asyncio.Task[None], in_flight: InFlight
+    server: grpc.aio.Server,
+    stopping: asyncio.Task[None],
+    in_flight: InFlight,
+    interrupted: asyncio.Event,
+    grace_ends: float,
 ) -> None:
-    """Wait for `stopping` (`server.stop(grace)`, already started); once every call of ours
-    has ended, cancel core's leftovers rather than wait for them."""
+    """Wait for `stopping` (`server.stop(grace)`, started just after the loop time
+    `grace_ends` less the grace); once every call of ours has ended, cancel core's leftovers
+    rather than wait for them. `interrupted` (a second signal, as an impatient operator's second
+    Ctrl-C) ends the grace at once."""
+    loop = asyncio.get_running_loop()
     idle = asyncio.create_task(in_flight.quiet(QUIET_S))
+    cut = asyncio.create_task(interrupted.wait())
+    ends = (stopping, idle, cut)
     try:
-        await asyncio.wait((stopping, idle), return_when=asyncio.FIRST_COMPLETED)
+        # Until just before gRPC's own grace runs out: it cancels what still runs without a
+        # word (a stream reads the end of its requests and returns), so say it first.
+        margin_s = grace_ends - loop.time() - GRACE_MARGIN_S
+        done, _ = await asyncio.wait(ends, timeout=max(0.0, margin_s), return_when=FIRST)
+        if not done:
+            if in_flight.running:
+                log.warning(
+                    "grace over: cancelling %d call(s) and stream(s) still running",
+                    in_flight.running,
+                )
+            await asyncio.wait(ends, return_when=FIRST)
         if not stopping.done():
-            log.info("every call of ours has ended: cancelling the calls gRPC still holds")
+            if idle.done():
+                log.info("every call of ours has ended: cancelling the calls gRPC still holds")
+            else:
+                log.warning(
+                    "a second signal: cancelling %d call(s) and stream(s) still running",
+                    in_flight.running,
+                )
             await server.stop(None)
         await stopping
     finally:
         idle.cancel()
+        cut.cancel()
 
 
 async def lame_duck(limit_s: float, in_flight: InFlight, interrupted: asyncio.Event) -> str:

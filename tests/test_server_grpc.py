@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import queue
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -424,6 +426,40 @@ def test_sigterm_drains_an_open_stream(model_path: Path, reference: Reference) -
         assert time.perf_counter() - start < 30, "waited for the grace period, not the stream"
         channel.close()
     assert any("SIGTERM: not serving" in line for line in server.lines)
+
+
+def _open_stream(channel: grpc.Channel) -> tuple[queue.SimpleQueue[Any], Iterator[Any]]:
+    """A stream that has answered its first step and stays open."""
+    requests: queue.SimpleQueue[pb.StreamActRequest | None] = queue.SimpleQueue()
+    replies = iter(policy_pb2_grpc.PolicyServiceStub(channel).StreamAct(iter(requests.get, None)))
+    requests.put(pb.StreamActRequest(obs=flat(observations(1)), mode=pb.MODE_MEAN))
+    assert next(replies).step == 0
+    return requests, replies
+
+
+@pytest.mark.parametrize("cut_by", ["a second signal", "the end of the grace"])
+def test_a_drain_cut_short_says_what_it_cancelled(model_path: Path, cut_by: str) -> None:
+    grace = "60" if cut_by == "a second signal" else "0.5"
+    with start_server(model_path, "--grace-s", grace) as server:
+        assert server.target is not None
+        channel = grpc.insecure_channel(server.target)
+        requests, replies = _open_stream(channel)
+        mark = len(server.lines)
+        server.process.terminate()
+        server.wait_for_line("SIGTERM: not serving", start=mark)
+        if cut_by == "a second signal":
+            server.process.send_signal(signal.SIGINT)
+        with pytest.raises(grpc.RpcError):
+            next(replies)  # the stream's client hears that it ended
+        assert server.process.wait(timeout=30) == 0
+        requests.put(None)
+        channel.close()
+    said = (
+        "a second signal: cancelling 1 call(s) and stream(s) still running"
+        if cut_by == "a second signal"
+        else "grace over: cancelling 1 call(s) and stream(s) still running"
+    )
+    assert any(said in line for line in server.lines), server.lines
 
 
 def test_sigterm_ends_a_health_watch_once_the_calls_are_done(model_path: Path) -> None:
