@@ -9,6 +9,7 @@ refused, and calls and streams in flight get `grace_s` to finish (server.drain).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import signal
@@ -81,7 +82,17 @@ def run(config: ServeConfig) -> int:
     """Serve in this process until SIGTERM or SIGINT; 0 once everything in flight has drained.
     (`--workers N` runs N of these: server.workers.)"""
     reloader = load_model(config)
-    asyncio.run(serve(config, reloader, reuse_port=False, on_ready=lambda p: announce(config, p)))
+    announced: list[int] = []
+
+    def ready(port: int) -> None:
+        announce(config, port)
+        announced.append(port)
+
+    try:
+        asyncio.run(serve(config, reloader, reuse_port=False, on_ready=ready))
+    finally:
+        for port in announced:
+            withdraw(config, port)
     return 0
 
 
@@ -115,6 +126,16 @@ def announce(config: ServeConfig, port: int) -> None:
         f"window {config.batch_window_us} us" if config.batching else "batching off",
         config.workers,
     )
+
+
+def withdraw(config: ServeConfig, port: int) -> None:
+    """Remove the port file once the server has stopped, so that a script reusing its path never
+    reads a port nothing listens on; but not one another server has written since."""
+    if config.port_file is None:
+        return
+    with contextlib.suppress(OSError):
+        if config.port_file.read_text() == f"{port}\n":
+            config.port_file.unlink()
 
 
 async def serve(

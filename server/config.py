@@ -79,7 +79,9 @@ class ServeConfig:
         "streams end (UNAVAILABLE) so that their clients reopen them there. A second signal "
         "ends it",
     )
-    port_file: Path | None = option(None, "once serving, write the bound port here atomically")
+    port_file: Path | None = option(
+        None, "once serving, write the bound port here atomically; removed when the server stops"
+    )
     # --- hardening: security, limits, reloads, metrics (README: security model, reloads) ---
     tls_cert: Path | None = option(None, "serve TLS with this PEM certificate (chain)")
     tls_key: Path | None = option(None, "the PEM private key of --tls-cert")

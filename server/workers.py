@@ -16,7 +16,7 @@ from types import FrameType
 from typing import cast
 
 from server import ports
-from server.app import announce, load_model, serve, setup_logging
+from server.app import announce, load_model, serve, setup_logging, withdraw
 from server.config import ServeConfig
 from server.errors import ModelError
 from swingup.cli import UsageError
@@ -98,14 +98,18 @@ def run_workers(config: ServeConfig) -> int:
                 for other in workers:
                     other.join()
                 raise UsageError(str(message[1]))
-    if not stopping:  # a signal during start-up: the workers are stopping already
-        try:
-            announce(config, port)
-        except UsageError:
-            forward(signal.SIGTERM, None)
-            _wait_for(workers, forward, lambda: stopping)
-            raise
-    return _wait_for(workers, forward, lambda: stopping)
+    if stopping:  # a signal during start-up: the workers are stopping already
+        return _wait_for(workers, forward, lambda: stopping)
+    try:
+        announce(config, port)
+    except UsageError:
+        forward(signal.SIGTERM, None)
+        _wait_for(workers, forward, lambda: stopping)
+        raise
+    try:
+        return _wait_for(workers, forward, lambda: stopping)
+    finally:
+        withdraw(config, port)
 
 
 def _first_word(worker: multiprocessing.process.BaseProcess, receive: Connection) -> Message:

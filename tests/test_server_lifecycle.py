@@ -153,6 +153,23 @@ def test_settings_come_from_environment_variables_and_the_port_file(
             assert client.act(observations(8)).shape == (8, 1)
             with pytest.raises(PolicyError, match="oversize batch: 9 observations"):
                 client.act(observations(9))
+        assert server.stop() == 0
+    assert not port_file.exists()  # a script reusing the path never reads a dead port
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_port_file_goes_with_the_server_unless_another_wrote_it(
+    model_path: Path, tmp_path: Path, workers: str
+) -> None:
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for port_file, overwritten in ((ours, False), (theirs, True)):
+        args = ["--model", str(model_path), "--port-file", str(port_file), "--workers", workers]
+        with LocalServer(args) as server:
+            server.wait_listening()
+            if overwritten:  # another server's, since: not ours to remove
+                port_file.write_text("1\n")
+            assert server.stop() == 0
+    assert not ours.exists() and theirs.read_text() == "1\n"
 
 
 def test_device_cuda_without_cuda_is_a_clear_error_and_auto_serves_on_cpu(
