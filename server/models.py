@@ -267,6 +267,7 @@ class Reloader:
         refusal = Refusal(candidate, reason)
         self._refused[candidate] = refusal
         serving = f"; still serving {self.current.version}" if self.current is not None else ""
-        log.warning("refused model %s (%s): %s%s", candidate.label, candidate.path, reason, serving)
+        where = "" if str(candidate.path) in reason else f" ({candidate.path})"  # named once
+        log.warning("refused model %s%s: %s%s", candidate.label, where, reason, serving)
         self.on_refused(refusal)
         return refusal

@@ -128,6 +128,7 @@ def test_a_directory_serves_its_highest_valid_version(
     refusals = [line for line in server.lines if "refused model version" in line]
     assert len(refusals) == 2 and "model file not found" in refusals[0]
     assert "cannot load" in refusals[1]
+    assert all(line.count("/model.onnx") == 1 for line in refusals), refusals  # named once
 
 
 def test_a_directory_without_a_valid_version_is_one_line(tmp_path: Path) -> None:
