@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.distributions import Normal
 
+from bench import notebook_port
 from trainer.a2c import A2C, Rollout
 from trainer.config import PRESETS
+from trainer.loop import Trainer
 
 
 def notebook_update(
@@ -101,3 +104,21 @@ def test_notebook_initialisation() -> None:
     # std = exp(softplus(x)) > 1 everywhere: the notebook's very noisy policy.
     _, std = agent.actor(torch.randn(64, 3))
     assert bool((std > 1).all())
+
+
+def test_the_seed_preset_is_the_notebook_port_bit_for_bit(tmp_path: Path) -> None:
+    """The whole loop against bench/notebook_port.py (the notebook pasted into a script, torch's
+    own modules, Normal, autograd and Adam): same seed, the same weights and episode returns to
+    the last bit, over five episodes and so five time limits."""
+    frames = 1_000
+    port = notebook_port.train(frames, seed=777)
+    hp = dataclasses.replace(PRESETS["seed"], frames=frames, checkpoint_interval=0)
+    trainer = Trainer(hp, tmp_path)
+    trainer.run()
+    assert trainer.state.episodes == len(port.returns) == 5
+    assert list(trainer.state.recent_returns) == port.returns
+    ours = [*trainer.agent.actor.parameters(), *trainer.agent.critic.parameters()]
+    theirs = [*port.actor.parameters(), *port.critic.parameters()]
+    assert [p.shape for p in ours] == [p.shape for p in theirs]
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert torch.equal(mine, reference), float((mine - reference).abs().max())
