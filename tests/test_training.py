@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,3 +119,39 @@ def test_a_short_fast_run_improves_the_return(tmp_path: Path) -> None:
     trainer.run()
     after = trainer.evaluate_now().eval_mean
     assert after > before + 150, (before, after)
+
+
+def pendulum_step(obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+    """Pendulum-v1's dynamics (g 10, m 1, l 1, dt 0.05, |u| <= 2, |theta-dot| <= 8)."""
+    theta, speed = np.arctan2(obs[..., 1], obs[..., 0]), obs[..., 2]
+    u = np.clip(action[..., 0], -2.0, 2.0)
+    speed = np.clip(speed + (15.0 * np.sin(theta) + 3.0 * u) * 0.05, -8.0, 8.0)
+    theta = theta + speed * 0.05
+    return np.stack([np.cos(theta), np.sin(theta), speed], axis=-1)
+
+
+@pytest.mark.parametrize("preset", ["seed", "fast"])
+def test_rollouts_pair_each_observation_with_its_action_and_real_next_state(
+    preset: str, tmp_path: Path
+) -> None:
+    """Across the 200-step time limit and the vector env's autoreset: every stored transition
+    (obs, action, next_obs) follows the pendulum's physics, so the truncation's next_obs is the
+    state the episode stopped in (what its bootstrap needs), never the reset one; and the next
+    step starts from a fresh state exactly when an episode ended (no last action paired with a
+    first observation)."""
+    envs, steps = (1, 1) if preset == "seed" else (3, 50)
+    trainer = Trainer(small(preset, num_envs=envs, n_steps=steps), tmp_path)
+    parts: dict[str, list[np.ndarray]] = {"obs": [], "actions": [], "next_obs": [], "ended": []}
+    for _ in range(250 // steps):
+        rollout = trainer._collect()  # buffers are reused: copy them out
+        parts["obs"].append(rollout.obs.numpy().copy())
+        parts["actions"].append(rollout.actions.numpy().copy())
+        parts["next_obs"].append(rollout.next_obs.numpy().copy())
+        parts["ended"].append((rollout.terminated | rollout.truncated).numpy().copy())
+    obs, actions, next_obs, ended = (np.concatenate(parts[k]) for k in parts)
+    assert ended.sum() == envs and ended[199].all()  # the time limit, once per env
+    np.testing.assert_allclose(next_obs, pendulum_step(obs, actions), atol=1e-4)
+    continues = np.all(obs[1:] == next_obs[:-1], axis=-1)
+    assert np.array_equal(continues, ~ended[:-1])
+    if preset == "seed":  # the notebook's reset: every episode from the same start
+        np.testing.assert_array_equal(obs[200], obs[0])
