@@ -122,7 +122,11 @@ def exit_code(main: Callable[[list[str]], int], argv: list[str]) -> int:
         return int(exc.code or 0)
 
 
-def serve_and_fail(*args: str, env: dict[str, str] | None = None) -> str:
+def serve_and_fail(
+    *args: str,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> str:
     """`python -m server --port 0 ARGS` expecting a usage error: its single error line. Stdin is
     closed (it must never prompt); no traceback and no gRPC core log line."""
     result = subprocess.run(
@@ -132,6 +136,7 @@ def serve_and_fail(*args: str, env: dict[str, str] | None = None) -> str:
         text=True,
         timeout=60,
         env=None if env is None else {**os.environ, **env},
+        preexec_fn=preexec_fn,
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
