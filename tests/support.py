@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
 import resource
+import selectors
 import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -218,3 +221,45 @@ def files_up_to_4_kib() -> None:
     SIGXFSZ). A real write failure after a run, where the check before it (an empty trial
     file) passes."""
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+
+T = TypeVar("T")
+
+
+class _JumpingSelector(selectors.DefaultSelector):
+    """Polls without blocking; where the loop would sleep until its next timer, the clock jumps
+    there instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = super().select(0)
+        if ready or timeout is None or timeout <= 0:
+            return ready if ready or timeout is not None else super().select(None)
+        self.now += timeout
+        return []
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """An event loop on a clock of its own, which moves only when every task waits for a timer,
+    and then straight to the next one: the timings of loop code (timers, `asyncio.sleep`,
+    `loop.time()`) come out exactly as written, however slow or busy the machine."""
+
+    def __init__(self) -> None:
+        self._clock = _JumpingSelector()
+        super().__init__(self._clock)
+
+    def time(self) -> float:
+        return self._clock.now
+
+
+def run_on_virtual_clock(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)` on a VirtualClockLoop."""
+    loop = VirtualClockLoop()
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
