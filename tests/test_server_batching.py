@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from support import run_on_virtual_clock
 
 from server.batching import Batcher, Outputs
 from server.errors import DeadlineExpired, Overloaded
@@ -87,16 +88,20 @@ def test_a_window_gathers_requests_that_arrive_later() -> None:
     model = Model()
     batcher = Batcher(max_batch=100, window_s=0.05)
 
-    async def late(start: int, turns: int) -> Outputs:
-        for _ in range(turns):
-            await asyncio.sleep(0)  # yield the loop: arrive some turns after the first
+    async def late(start: int, delay: float) -> Outputs:
+        await asyncio.sleep(delay)  # arrives this long after the first (on the loop's clock)
         return await batcher.run(model, rows(start, 2))
 
-    async def main() -> list[Outputs]:
-        return await asyncio.gather(*(late(10 * i, 3 * i) for i in range(5)))
+    async def main() -> tuple[list[Outputs], float]:
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        results = await asyncio.gather(*(late(10 * i, 0.01 * i) for i in range(5)))
+        return results, loop.time() - begun
 
-    results = asyncio.run(main())
+    # On a virtual clock: the requests arrive 10 ms apart, exactly, and all within the window.
+    results, took = run_on_virtual_clock(main())
     assert model.calls == [10]
+    assert took == pytest.approx(0.05)  # held for the window from the first, not from the last
     for i, outputs in enumerate(results):
         check_own_rows(rows(10 * i, 2), outputs)
 
