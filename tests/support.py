@@ -149,6 +149,17 @@ def serve_and_fail(
     return errors[0]
 
 
+def client_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`swingup-client ARGS` (as `python -m client`), run to its end; `env` adds variables."""
+    return subprocess.run(
+        [sys.executable, "-m", "client", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
 def health_of(target: str, service: str = "") -> str:
     """The health service's status name for `service` ("" is the server as a whole)."""
     with grpc.insecure_channel(target) as channel:

@@ -20,6 +20,7 @@ from onnx import TensorProto, helper
 from support import (
     TEST_METADATA,
     Reference,
+    client_cli,
     export_test_model,
     observations,
     start_server,
@@ -440,12 +441,7 @@ def test_the_client_cli_reloads_and_lists_versions(tmp_path: Path, models: dict[
         assert server.target is not None
 
         def cli(command: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "client", command, "--target", server.target or ""],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            return client_cli(command, "--target", server.target or "")
 
         publish(model_dir, b"corrupt")
         refused = cli("reload")

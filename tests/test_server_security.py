@@ -20,7 +20,15 @@ import pytest
 from certs import Authority, Pair
 from cryptography.hazmat.primitives import serialization
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from support import observations, scrape, serve_and_fail, start_server, until_stopped, value
+from support import (
+    client_cli,
+    observations,
+    scrape,
+    serve_and_fail,
+    start_server,
+    until_stopped,
+    value,
+)
 
 from client import PolicyClient, PolicyError
 from client.localserver import LocalServer
@@ -83,16 +91,6 @@ def client_of(
     return PolicyClient(server.target, timeout=10, credentials=Credentials(ca=ca, token=token))
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "client", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
-
-
 # --- TLS ---------------------------------------------------------------------------------
 
 
@@ -106,10 +104,10 @@ def test_tls_serves_and_a_plaintext_client_fails_with_a_clear_error(
     assert raised.value.code == grpc.StatusCode.UNAVAILABLE
     assert "if the server serves TLS, pass --tls-ca" in str(raised.value)
     assert guarded.target is not None
-    refused = cli("info", "--target", guarded.target, "--timeout", "5")
+    refused = client_cli("info", "--target", guarded.target, "--timeout", "5")
     assert refused.returncode == 1
     assert refused.stderr.count("\n") == 1 and "pass --tls-ca" in refused.stderr
-    served = cli(
+    served = client_cli(
         "info", "--target", guarded.target, "--tls-ca", str(pki.ca.cert),
         env={"SWINGUP_TOKEN": TOKENS[1]},
     )  # fmt: skip
@@ -183,7 +181,7 @@ def test_mutual_tls_admits_only_clients_the_ca_signed(model_path: Path, pki: Pki
             with pytest.raises(PolicyError) as raised:
                 act_as(stranger)
             assert raised.value.code == grpc.StatusCode.UNAVAILABLE
-        done = cli(
+        done = client_cli(
             "info", "--target", server.target, "--tls-ca", str(pki.ca.cert),
             "--tls-cert", str(pki.client.cert), "--tls-key", str(pki.client.key),
         )  # fmt: skip
@@ -473,9 +471,9 @@ def test_the_client_cli_reads_the_token_file(
     mine = tmp_path / "my-token"
     mine.write_text(f"{TOKENS[0]}\n")
     common = ["--target", guarded.target, "--tls-ca", str(pki.ca.cert), "--timeout", "10"]
-    done = cli("drive", *common, "--token-file", str(mine), "--episodes", "1", "--stream")
+    done = client_cli("drive", *common, "--token-file", str(mine), "--episodes", "1", "--stream")
     assert done.returncode == 0, done.stderr
-    refused = cli("versions", *common, env={"SWINGUP_TOKEN": "not-a-token"})
+    refused = client_cli("versions", *common, env={"SWINGUP_TOKEN": "not-a-token"})
     assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
 
 
