@@ -11,6 +11,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -220,6 +221,20 @@ def scrape(server: LocalServer) -> Samples:
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
+
+
+def scrape_until(
+    server: LocalServer, done: Callable[[Samples], bool], timeout: float = 30.0
+) -> Samples:
+    """The server's /metrics once `done` holds of them: what a call still ending on the server
+    (a cancelled stream, say) counts when it has. Scraped again at once until then (a scrape
+    is a round trip: no sleep); AssertionError after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        samples = scrape(server)
+        if done(samples):
+            return samples
+        assert time.monotonic() < end, f"/metrics never got there within {timeout:g} s"
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:

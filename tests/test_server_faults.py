@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING
 import grpc
 import numpy as np
 import pytest
-from support import NO_RETRIES, TEST_METADATA, observations, start_server, stopped
+from support import (
+    NO_RETRIES,
+    TEST_METADATA,
+    Samples,
+    observations,
+    scrape_until,
+    start_server,
+    stopped,
+)
 
 from client.localserver import LocalServer
 from swingup.v1 import policy_pb2 as pb
@@ -321,8 +329,9 @@ def test_a_client_that_stops_reading_and_hangs_up_is_no_server_error(model_path:
             while time.monotonic() < end:
                 if not stalled.wait_for(functools.partial(more, sent[0]), timeout=seconds):
                     return
+        raise AssertionError(f"the stream never stalled: {sent[0]} requests went out")
 
-    with start_server(model_path, "--max-batch", "4096") as server:
+    with start_server(model_path, "--max-batch", "4096", "--metrics-port", "0") as server:
         assert server.target is not None
         with grpc.insecure_channel(server.target) as channel:
             stub = policy_pb2_grpc.PolicyServiceStub(channel)
@@ -332,5 +341,18 @@ def test_a_client_that_stops_reading_and_hangs_up_is_no_server_error(model_path:
                 call.cancel()  # type: ignore[no-untyped-call]
             reply = stub.Act(pb.ActRequest(obs=[1.0, 0.0, 0.0]), timeout=10)
         assert len(reply.actions) == 1
+        # Both streams ended as the client's hang-up, CANCELLED, and as nothing else.
+        stream = "/swingup.v1.PolicyService/StreamAct"
+
+        def ended(samples: Samples) -> dict[str, float]:
+            return {
+                dict(labels)["code"]: count
+                for (name, labels), count in samples.items()
+                if name == "swingup_grpc_calls_total" and dict(labels).get("method") == stream
+            }
+
+        # The server counts each stream as its handler ends, after the client has moved on.
+        counted = ended(scrape_until(server, lambda samples: sum(ended(samples).values()) >= 2))
+        assert counted == {"CANCELLED": 2}, counted
         assert server.stop() == 0
     assert not [line for line in server.lines if "internal error" in line], server.lines
