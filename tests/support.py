@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import re
 import resource
+import selectors
 import signal
-from collections.abc import Iterator
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
+import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from client.localserver import LocalServer
 from swingup import contract
+
+NO_RETRIES = [("grpc.enable_retries", 0)]
 
 TEST_METADATA = {
     contract.META_FORMAT_VERSION: contract.FORMAT_VERSION,
@@ -97,11 +111,135 @@ sys.exit(importlib.import_module(PROGRAM).main(sys.argv[1:]))
 
 
 def error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    """A CLI's stderr, which must be one line and no traceback."""
+    """A CLI's stderr, which must be one line, no traceback, and name no temporary file."""
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and ".tmp" not in err, err
     return err
+
+
+def exit_code(main: Callable[[list[str]], int], argv: list[str]) -> int:
+    """`main(argv)`'s exit code, also when argparse exits from inside parse_args."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def serve_and_fail(
+    *args: str,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> str:
+    """`python -m server --port 0 ARGS` expecting a usage error: its single error line. Stdin is
+    closed (it must never prompt); no traceback and no gRPC core log line."""
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--port", "0", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=None if env is None else {**os.environ, **env},
+        preexec_fn=preexec_fn,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not re.search(r"^[EWF]\d{4} ", result.stderr, re.MULTILINE), "a gRPC core log line"
+    errors = [line for line in result.stderr.splitlines() if "swingup-serve: error:" in line]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def client_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`swingup-client ARGS` (as `python -m client`), run to its end; `env` adds variables."""
+    return subprocess.run(
+        [sys.executable, "-m", "client", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def health_of(target: str, service: str = "") -> str:
+    """The health service's status name for `service` ("" is the server as a whole)."""
+    with grpc.insecure_channel(target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=10
+        )
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+_STOPPED = re.compile(
+    r"stopped after (\d+) model calls for (\d+) observations "
+    r"\((\d+) of (\d+) accepted requests answered\)"
+)
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """What a server (one worker) counted, from its closing log line."""
+
+    calls: int
+    observations: int
+    answered: int
+    accepted: int
+
+
+def stopped(server: LocalServer) -> list[Stopped]:
+    """The closing line of each of the server's workers (one without --workers)."""
+    found = [_STOPPED.search(line) for line in server.lines]
+    return [Stopped(*(int(n) for n in match.groups())) for match in found if match]
+
+
+def until_stopped(server: LocalServer, start: int = 0) -> list[str]:
+    """Stop the server (it must exit 0): every line it logged from `start` on but for its
+    signal's line and its closing one. Read once it has exited, so no line is still on its way."""
+    assert server.stop() == 0, server.lines[-5:]
+    shutdown = re.compile(r"SIG[A-Z]+: not serving|" + _STOPPED.pattern)
+    return [line for line in server.lines[start:] if not shutdown.search(line)]
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metrics_url(server: LocalServer) -> str:
+    """http://HOST:PORT/metrics, as the server logs it."""
+    line = server.wait_for_line(r"metrics on http://")
+    url = re.search(r"(http://\S+/metrics)", line)
+    assert url is not None
+    return url.group(1)
+
+
+def scrape(server: LocalServer) -> Samples:
+    """Every sample of the server's /metrics, keyed by name and sorted labels."""
+    with urllib.request.urlopen(metrics_url(server), timeout=10) as reply:
+        assert reply.headers["Content-Type"].startswith("text/plain")
+        text = reply.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def scrape_until(
+    server: LocalServer, done: Callable[[Samples], bool], timeout: float = 30.0
+) -> Samples:
+    """The server's /metrics once `done` holds of them: what a call still ending on the server
+    (a cancelled stream, say) counts when it has. Scraped again at once until then (a scrape
+    is a round trip: no sleep); AssertionError after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        samples = scrape(server)
+        if done(samples):
+            return samples
+        assert time.monotonic() < end, f"/metrics never got there within {timeout:g} s"
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value (0 if absent, as a counter nothing has counted yet)."""
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def files_up_to_4_kib() -> None:
@@ -109,3 +247,45 @@ def files_up_to_4_kib() -> None:
     SIGXFSZ). A real write failure after a run, where the check before it (an empty trial
     file) passes."""
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+
+T = TypeVar("T")
+
+
+class _JumpingSelector(selectors.DefaultSelector):
+    """Polls without blocking; where the loop would sleep until its next timer, the clock jumps
+    there instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = super().select(0)
+        if ready or timeout is None or timeout <= 0:
+            return ready if ready or timeout is not None else super().select(None)
+        self.now += timeout
+        return []
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """An event loop on a clock of its own, which moves only when every task waits for a timer,
+    and then straight to the next one: the timings of loop code (timers, `asyncio.sleep`,
+    `loop.time()`) come out exactly as written, however slow or busy the machine."""
+
+    def __init__(self) -> None:
+        self._clock = _JumpingSelector()
+        super().__init__(self._clock)
+
+    def time(self) -> float:
+        return self._clock.now
+
+
+def run_on_virtual_clock(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)` on a VirtualClockLoop."""
+    loop = VirtualClockLoop()
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

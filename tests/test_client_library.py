@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from support import Reference, frozen, observations
+from support import Reference, frozen, observations, scrape, start_server, value
 
 from client import AsyncPolicyClient, PolicyClient, PolicyError, session, wire
 from client.localserver import LocalServer
@@ -248,28 +248,27 @@ def test_unavailable_is_retried_with_backoff_and_nothing_else_is(
     assert invalid.attempts == 1
 
 
-def test_calls_are_spread_over_every_address_a_name_resolves_to() -> None:
+def test_calls_are_spread_over_every_address_a_name_resolves_to(model_path: Path) -> None:
     """Client-side round robin: replicas behind one name (a headless Service) all get calls."""
-    replicas = [Flaky(0), Flaky(0)]
-    servers, ports = [], []
-    for servicer in replicas:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        policy_pb2_grpc.add_PolicyServiceServicer_to_server(servicer, server)
-        ports.append(server.add_insecure_port("127.0.0.1:0"))
-        server.start()
-        servers.append(server)
-    try:
-        with PolicyClient(f"ipv4:127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}") as client:
+    act = "/swingup.v1.PolicyService/Act"
+
+    def acts(replica: LocalServer) -> float:
+        return value(scrape(replica), "swingup_grpc_calls_total", method=act, code="OK")
+
+    with (
+        start_server(model_path, "--metrics-port", "0") as first,
+        start_server(model_path, "--metrics-port", "0") as second,
+    ):
+        replicas = (first, second)
+        with PolicyClient(f"ipv4:{first.target},{second.target}") as client:
             # Round robin reaches the second replica as soon as its connection is up; pick_first
             # (gRPC's default) never would. The bound keeps a regression from looping forever.
-            for _ in range(500):
+            for calls in range(1, 501):
                 client.act(observations(1))
-                if all(r.attempts >= 5 for r in replicas):
+                if calls % 10 == 0 and all(acts(replica) >= 5 for replica in replicas):
                     break
-    finally:
-        for server in servers:
-            server.stop(None)
-    assert all(r.attempts >= 5 for r in replicas), [r.attempts for r in replicas]
+        counts = [acts(replica) for replica in replicas]
+    assert all(count >= 5 for count in counts), counts
 
 
 @pytest.mark.parametrize(

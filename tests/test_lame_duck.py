@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from support import Reference, observations, start_server
+from support import NO_RETRIES, Reference, observations, start_server
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from client import AsyncPolicyClient, PolicyClient
@@ -22,7 +22,6 @@ from swingup import contract
 from swingup.v1 import policy_pb2 as pb
 from swingup.v1 import policy_pb2_grpc
 
-NO_RETRIES = [("grpc.enable_retries", 0)]
 LAME_DUCK_BEGUN = "health NOT_SERVING, serving on for up to 20 s; ending open streams"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,8 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
-from support import Reference, observations
+from support import Reference, health_of, observations, scrape, until_stopped, value
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -46,14 +43,6 @@ def obs_input(obs: np.ndarray, name: str = "obs", datatype: str = "FP32") -> tri
 
 def infer(oip: triton.InferenceServerClient, obs: np.ndarray, **kwargs: Any) -> triton.InferResult:
     return oip.infer(MODEL, [obs_input(obs)], client_timeout=10, **kwargs)
-
-
-def health_of(target: str, service: str = "") -> str:
-    with grpc.insecure_channel(target) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=10
-        )
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 def model_version(model_path: Path) -> str:
@@ -264,17 +253,20 @@ def test_unknown_models_and_versions_are_not_found(
     assert health_of(target, OIP_SERVICE) == "SERVING"
 
 
-@pytest.mark.parametrize("method", ["ServerLive", "ModelMetadata", "ModelInfer"])
-def test_bytes_that_are_not_a_request_are_invalid_argument(
-    target: str, server: LocalServer, method: str
-) -> None:
-    before = len(server.lines)
-    with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as raised:
-        channel.unary_unary(f"/{OIP_SERVICE}/{method}", None, None)(b"\xff\xff\xff", timeout=10)
-    assert isinstance(raised.value, grpc.Call)
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "malformed request: not a valid inference." in (raised.value.details() or "")
-    assert len(server.lines) == before  # and no traceback in the log
+def test_bytes_that_are_not_a_request_are_invalid_argument(own_server: LocalServer) -> None:
+    assert own_server.target is not None
+    mark = len(own_server.lines)
+    with grpc.insecure_channel(own_server.target) as channel:
+        for method in ("ServerLive", "ModelMetadata", "ModelInfer"):
+            with pytest.raises(grpc.RpcError) as raised:
+                channel.unary_unary(f"/{OIP_SERVICE}/{method}", None, None)(
+                    b"\xff\xff\xff", timeout=10
+                )
+            assert isinstance(raised.value, grpc.Call)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert "malformed request: not a valid inference." in (raised.value.details() or "")
+    # Nothing in the log, no traceback: read once the server has exited, so nothing is late.
+    assert until_stopped(own_server, mark) == []
 
 
 def test_a_malformed_stream_request_is_refused_in_band(target: str) -> None:
@@ -354,19 +346,12 @@ def test_calls_need_a_token_and_are_counted(
                 guarded_oip.infer("swing", [_input([1, 3])], client_timeout=10)
         assert raised.value.status() == "StatusCode.UNAUTHENTICATED"
     guarded_oip.infer("swing", [_input([2, 3])], headers=AUTH, client_timeout=10)
-    (line,) = [line for line in guarded.lines if "metrics on http://" in line]
-    url = line.split("metrics on ")[1]
-    with urllib.request.urlopen(url, timeout=10) as page:
-        text = page.read().decode()
-    counted = {
-        (sample.labels["method"], sample.labels["code"]): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "swingup_grpc_calls_total"
-    }
-    infer = f"/{OIP_SERVICE}/ModelInfer"
-    assert counted[(infer, "OK")] >= 1 and counted[(infer, "UNAUTHENTICATED")] >= 1
-    assert counted[(f"/{OIP_SERVICE}/ServerLive", "UNAUTHENTICATED")] >= 1
+    samples = scrape(guarded)
+    infer, live = f"/{OIP_SERVICE}/ModelInfer", f"/{OIP_SERVICE}/ServerLive"
+    calls = "swingup_grpc_calls_total"
+    assert value(samples, calls, method=infer, code="OK") >= 1
+    assert value(samples, calls, method=infer, code="UNAUTHENTICATED") >= 1
+    assert value(samples, calls, method=live, code="UNAUTHENTICATED") >= 1
 
 
 def test_an_idle_stream_is_closed(guarded_oip: triton.InferenceServerClient) -> None:

@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from support import run_on_virtual_clock
 
 from server.batching import Batcher, Outputs
 from server.errors import DeadlineExpired, Overloaded
@@ -87,16 +88,20 @@ def test_a_window_gathers_requests_that_arrive_later() -> None:
     model = Model()
     batcher = Batcher(max_batch=100, window_s=0.05)
 
-    async def late(start: int, turns: int) -> Outputs:
-        for _ in range(turns):
-            await asyncio.sleep(0)  # yield the loop: arrive some turns after the first
+    async def late(start: int, delay: float) -> Outputs:
+        await asyncio.sleep(delay)  # arrives this long after the first (on the loop's clock)
         return await batcher.run(model, rows(start, 2))
 
-    async def main() -> list[Outputs]:
-        return await asyncio.gather(*(late(10 * i, 3 * i) for i in range(5)))
+    async def main() -> tuple[list[Outputs], float]:
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        results = await asyncio.gather(*(late(10 * i, 0.01 * i) for i in range(5)))
+        return results, loop.time() - begun
 
-    results = asyncio.run(main())
+    # On a virtual clock: the requests arrive 10 ms apart, exactly, and all within the window.
+    results, took = run_on_virtual_clock(main())
     assert model.calls == [10]
+    assert took == pytest.approx(0.05)  # held for the window from the first, not from the last
     for i, outputs in enumerate(results):
         check_own_rows(rows(10 * i, 2), outputs)
 
@@ -204,7 +209,7 @@ def test_past_max_queue_a_request_is_refused_at_once_and_the_queue_drains() -> N
         running = asyncio.ensure_future(batcher.run(model, rows(0, 4)))
         await asyncio.sleep(0)  # the first batch is on the model thread now
         queued = [asyncio.ensure_future(batcher.run(model, rows(10 * i, 4))) for i in (1, 2)]
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # yields once: both are queued behind it now
         assert batcher.queued_rows == 8
         with pytest.raises(Overloaded, match="8 observations are queued, the limit is 8"):
             await batcher.run(model, rows(50, 1))  # refused without waiting for the model
@@ -218,9 +223,12 @@ def test_past_max_queue_a_request_is_refused_at_once_and_the_queue_drains() -> N
             check_own_rows(obs, outputs)
         check_own_rows(rows(60, 2), await batcher.run(model, rows(60, 2)))  # room again
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:  # the model thread is never left waiting, whatever failed
+        model.release.set()
+        batcher.close()
     assert model.calls == [4, 4, 4, 2]  # the refused request never reached the model
-    batcher.close()
 
 
 def test_a_request_whose_deadline_passes_in_the_queue_is_dropped_unrun() -> None:
@@ -230,19 +238,22 @@ def test_a_request_whose_deadline_passes_in_the_queue_is_dropped_unrun() -> None
     async def main() -> None:
         loop = asyncio.get_running_loop()
         running = asyncio.ensure_future(batcher.run(model, rows(0, 4)))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # yields once: the first batch is on the model thread now
         doomed = asyncio.ensure_future(batcher.run(model, rows(10, 1), deadline=loop.time()))
         kept = asyncio.ensure_future(batcher.run(model, rows(20, 1), deadline=loop.time() + 60))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # yields once: both are queued behind it now
         model.release.set()
         await running
         with pytest.raises(DeadlineExpired):
             await doomed
         check_own_rows(rows(20, 1), await kept)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:  # the model thread is never left waiting, whatever failed
+        model.release.set()
+        batcher.close()
     assert model.calls == [4, 1] and batcher.expired == 1
-    batcher.close()
 
 
 def test_requests_for_different_models_never_share_a_call() -> None:

@@ -2,8 +2,9 @@
 
 Durations are parameters: `make test` runs a short version of each, and the issue's full length
 is `SWINGUP_OVERLOAD_S=20 SWINGUP_SOAK_S=60 .venv/bin/python -m pytest tests/test_server_faults.py`.
-Assertions are about behaviour (which statuses, what is answered, relative latencies), never
-about absolute timings a busy machine could break.
+Assertions are about behaviour (which statuses, what is answered, what the server counted), never
+about latencies, throughput or memory, which a busy machine moves: `make bench` measures those
+(its memory growth under load among them).
 """
 
 from __future__ import annotations
@@ -14,15 +15,22 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
-import psutil
 import pytest
-from support import TEST_METADATA, observations, start_server
+from support import (
+    NO_RETRIES,
+    TEST_METADATA,
+    Samples,
+    observations,
+    scrape_until,
+    start_server,
+    stopped,
+)
 
 from client.localserver import LocalServer
 from swingup.v1 import policy_pb2 as pb
@@ -30,8 +38,6 @@ from swingup.v1 import policy_pb2_grpc
 
 OVERLOAD_S = float(os.environ.get("SWINGUP_OVERLOAD_S", "5"))
 SOAK_S = float(os.environ.get("SWINGUP_SOAK_S", "10"))
-MiB = 1 << 20
-NO_RETRIES = [("grpc.enable_retries", 0)]
 
 if TYPE_CHECKING:
     Stub = policy_pb2_grpc.PolicyServiceAsyncStub
@@ -54,11 +60,8 @@ def heavy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def answered_counts(server: LocalServer) -> tuple[int, int]:
     """(answered, accepted) requests from the server's closing log line."""
-    closing = [line for line in server.lines if "accepted requests answered" in line]
-    assert len(closing) == 1, server.lines[-5:]
-    line = closing[0]
-    words = line.split("(")[1].split()
-    return int(words[0]), int(words[2])
+    (counted,) = stopped(server)
+    return counted.answered, counted.accepted
 
 
 def p(values: list[float], q: float) -> float:
@@ -118,54 +121,46 @@ async def open_loop(
     return outcomes
 
 
-def test_twice_capacity_is_answered_or_refused_quickly_and_recovers_at_once(
-    heavy_model: Path,
-) -> None:
+def test_twice_capacity_is_answered_or_refused_and_recovers(heavy_model: Path) -> None:
     rows, queue = 2048, 2 * 2048  # requests of 2048 observations (~50 ms of model); 2 may wait
     request = pb.ActRequest(obs=observations(rows).ravel().tolist())
     with start_server(heavy_model, "--max-queue", str(queue)) as server:
         assert server.target is not None
         target = server.target
 
-        async def main() -> tuple[list[float], float, list[Outcome], list[float]]:
+        async def main() -> tuple[float, list[Outcome]]:
             async with grpc.aio.insecure_channel(target, options=NO_RETRIES) as channel:
                 stub = policy_pb2_grpc.PolicyServiceStub(channel)
-                before = await closed_loop(stub, request, 1, 1.0)
-                # Capacity, measured here and now: 2 callers keep the model busy (one batch
-                # runs while the next forms) and never fill the queue.
+                # Capacity, measured here and now, paces the overload: 2 callers keep the model
+                # busy (one batch runs while the next forms) and never fill the queue.
                 start = time.perf_counter()
                 saturated = await closed_loop(stub, request, 2, 2.0)
                 capacity = len(saturated) / (time.perf_counter() - start)
                 overload = await open_loop(stub, request, 2 * capacity, OVERLOAD_S)
-                after = await closed_loop(stub, request, 1, 1.0)
-                return before, capacity, overload, after
+                # Once the load falls it recovers at once: the very next calls are answered
+                # (a failure raises).
+                for _ in range(5):
+                    await stub.Act(request, timeout=30)
+                return capacity, overload
 
-        before, capacity, overload, after = asyncio.run(main())
+        capacity, overload = asyncio.run(main())
         assert server.stop() == 0
     codes = {outcome.code for outcome in overload}
     answered = [o.latency for o in overload if o.code == grpc.StatusCode.OK]
     refused = [o.latency for o in overload if o.code == grpc.StatusCode.RESOURCE_EXHAUSTED]
     figures = (
         f"capacity {capacity:.0f}/s; at 2x: {len(answered)} answered (p50 {p(answered, 50):.3f} "
-        f"s, p99 {p(answered, 99):.3f} s), {len(refused)} refused (p99 {p(refused, 99):.3f} s); "
-        f"unloaded p50 {p(before, 50):.4f} s before, {p(after, 50):.4f} s after"
+        f"s, p99 {p(answered, 99):.3f} s), {len(refused)} refused (p99 {p(refused, 99):.3f} s)"
     )
-    print(figures)
+    print(figures)  # for a reader; `make bench` is where latencies are measured
     # Every call is answered or refused: no deadline, no cancellation, no error.
     assert codes <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, figures
-    assert refused and answered, figures  # twice capacity did overload it
-    # It goes on answering at (most of) its capacity while it refuses the excess...
-    assert len(answered) / OVERLOAD_S >= 0.5 * capacity, figures
-    # ...with latency bounded by the queue, not growing with the length of the overload
-    # (an unbounded queue at 2x makes a call wait about as long as the overload has lasted)...
-    assert p(answered, 99) < OVERLOAD_S / 4, figures
-    # ...and refusing without waiting for the model.
-    assert p(refused, 99) <= p(answered, 99), figures
-    # Once the load falls it recovers at once: the very next calls are all answered (any error
-    # would have raised), none waiting like the slow calls of the overload.
-    assert len(after) >= 5 and p(after, 50) < p(answered, 99), figures
+    # Twice capacity did overload it: the bounded queue refused the excess (an unbounded one
+    # never refuses), and it went on answering while it refused.
+    assert refused and answered, figures
+    # Every request it accepted it answered: the overload, then the 5 after it.
     answered_count, accepted = answered_counts(server)
-    assert answered_count == accepted
+    assert answered_count == accepted >= len(answered) + 5
 
 
 # --- soak --------------------------------------------------------------------------------
@@ -175,17 +170,13 @@ def test_twice_capacity_is_answered_or_refused_quickly_and_recovers_at_once(
 class Tally:
     unary: int = 0
     steps: int = 0
-    rss: list[tuple[float, int]] = field(default_factory=list)
 
 
-def test_soak_of_mixed_unary_and_stream_load_loses_nothing_and_holds_memory_flat(
-    model_path: Path,
-) -> None:
+def test_soak_of_mixed_unary_and_stream_load_loses_nothing(model_path: Path) -> None:
     """8 unary callers and 4 stream sessions (renewed every 200 steps) for SOAK_S seconds."""
     with start_server(model_path) as server:
         assert server.target is not None
         target = server.target
-        process = psutil.Process(server.process.pid)
         tally = Tally()
 
         async def unary(stub: Stub, i: int, end: float) -> None:
@@ -213,11 +204,6 @@ def test_soak_of_mixed_unary_and_stream_load_loses_nothing_and_holds_memory_flat
                 await call.done_writing()
                 assert await call.code() == grpc.StatusCode.OK
 
-        async def sample(end: float) -> None:
-            while time.perf_counter() < end:
-                tally.rss.append((time.perf_counter(), process.memory_info().rss))
-                await asyncio.sleep(SOAK_S / 40)  # a sampling period, not synchronisation
-
         async def main() -> None:
             async with grpc.aio.insecure_channel(target, options=NO_RETRIES) as channel:
                 stub = policy_pb2_grpc.PolicyServiceStub(channel)
@@ -225,28 +211,15 @@ def test_soak_of_mixed_unary_and_stream_load_loses_nothing_and_holds_memory_flat
                 await asyncio.gather(
                     *(unary(stub, i, end) for i in range(8)),
                     *(stream(stub, i, end) for i in range(4)),
-                    sample(end),
                 )
 
         asyncio.run(main())
         assert server.stop() == 0
-    start = tally.rss[0][0]
-    early = [rss for t, rss in tally.rss if 0.2 * SOAK_S <= t - start <= 0.35 * SOAK_S]
-    late = [rss for t, rss in tally.rss if t - start >= 0.85 * SOAK_S]
-    growth = max(late) - max(early)
     requests = tally.unary + tally.steps
-    print(
-        f"soak {SOAK_S:g} s: {tally.unary} unary calls, {tally.steps} stream steps; RSS "
-        f"{max(early) / MiB:.1f} MiB early, {max(late) / MiB:.1f} MiB late"
-    )
+    print(f"soak {SOAK_S:g} s: {tally.unary} unary calls, {tally.steps} stream steps")
     # Every request answered: the clients saw no error (any would have raised) and the
     # server counts as many answers as it accepted.
     assert answered_counts(server) == (requests, requests)
-    # Flat memory: after warm-up (the first 20%), RSS may move by allocator noise (arenas come
-    # and go in MiB steps) but not grow with the traffic. 16 MiB over the ~65% of the run between
-    # the samples is ~1.5 kB per request in the 10 s run (~17k requests here), and ~250 bytes in
-    # the full 60 s run (~110k), so a per-request leak of that size fails it.
-    assert growth <= 16 * MiB, f"RSS grew by {growth / MiB:.1f} MiB"
     assert requests > 100
 
 
@@ -281,7 +254,7 @@ def test_sigterm_under_load_answers_every_accepted_call(model_path: Path) -> Non
         ) -> None:
             call = stub.StreamAct(None, timeout=60)
             step = 0
-            while not stopped.is_set() or step < 10_000:
+            while not stopped.is_set() and step < 10_000:  # bounded, whatever happens
                 await call.write(
                     pb.StreamActRequest(obs=observations(2, seed=step).ravel().tolist())
                 )
@@ -356,8 +329,9 @@ def test_a_client_that_stops_reading_and_hangs_up_is_no_server_error(model_path:
             while time.monotonic() < end:
                 if not stalled.wait_for(functools.partial(more, sent[0]), timeout=seconds):
                     return
+        raise AssertionError(f"the stream never stalled: {sent[0]} requests went out")
 
-    with start_server(model_path, "--max-batch", "4096") as server:
+    with start_server(model_path, "--max-batch", "4096", "--metrics-port", "0") as server:
         assert server.target is not None
         with grpc.insecure_channel(server.target) as channel:
             stub = policy_pb2_grpc.PolicyServiceStub(channel)
@@ -367,5 +341,18 @@ def test_a_client_that_stops_reading_and_hangs_up_is_no_server_error(model_path:
                 call.cancel()  # type: ignore[no-untyped-call]
             reply = stub.Act(pb.ActRequest(obs=[1.0, 0.0, 0.0]), timeout=10)
         assert len(reply.actions) == 1
+        # Both streams ended as the client's hang-up, CANCELLED, and as nothing else.
+        stream = "/swingup.v1.PolicyService/StreamAct"
+
+        def ended(samples: Samples) -> dict[str, float]:
+            return {
+                dict(labels)["code"]: count
+                for (name, labels), count in samples.items()
+                if name == "swingup_grpc_calls_total" and dict(labels).get("method") == stream
+            }
+
+        # The server counts each stream as its handler ends, after the client has moved on.
+        counted = ended(scrape_until(server, lambda samples: sum(ended(samples).values()) >= 2))
+        assert counted == {"CANCELLED": 2}, counted
         assert server.stop() == 0
     assert not [line for line in server.lines if "internal error" in line], server.lines

@@ -1,18 +1,20 @@
 """A property-based fuzz of every RPC's messages: whatever a client sends, the answer is success or
-a client-error status (never INTERNAL, UNKNOWN or UNAVAILABLE), and the server stays SERVING.
+a client-error status (never INTERNAL, UNKNOWN or UNAVAILABLE), and the server stays SERVING and
+logs no error. Each test fuzzes a server of its own and checks it afterwards, so none depends on
+another having run.
 
 Derandomised (a fixed sequence of examples, no example database), so CI runs what a developer ran.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import grpc
-import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import health_of, until_stopped
 
 from client.localserver import LocalServer
 from swingup.v1 import admin_pb2, admin_pb2_grpc, policy_pb2_grpc
@@ -66,10 +68,17 @@ def stream_requests(draw: st.DrawFn) -> pb.StreamActRequest:
     return request
 
 
-@pytest.fixture(scope="module")
-def channel(target: str) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(target, options=[("grpc.enable_retries", 0)]) as opened:
+@contextlib.contextmanager
+def fuzzing(own_server: LocalServer) -> Iterator[grpc.Channel]:
+    """A channel to the test's own server; afterwards the server must still be SERVING and, once
+    it has exited, have logged no error."""
+    assert own_server.target is not None
+    mark = len(own_server.lines)
+    with grpc.insecure_channel(own_server.target, options=[("grpc.enable_retries", 0)]) as opened:
         yield opened
+    assert health_of(own_server.target) == "SERVING"
+    logged = until_stopped(own_server, mark)
+    assert not [line for line in logged if " ERROR " in line or "Traceback" in line], logged
 
 
 def outcome(call: Callable[[], object]) -> grpc.StatusCode:
@@ -83,18 +92,28 @@ def outcome(call: Callable[[], object]) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-@FUZZ
-@given(request=act_requests())
-def test_act(channel: grpc.Channel, request: pb.ActRequest) -> None:
-    stub = policy_pb2_grpc.PolicyServiceStub(channel)
-    outcome(lambda: stub.Act(request, timeout=30))
+def test_act(own_server: LocalServer) -> None:
+    with fuzzing(own_server) as channel:
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+
+        @FUZZ
+        @given(request=act_requests())
+        def fuzz(request: pb.ActRequest) -> None:
+            outcome(lambda: stub.Act(request, timeout=30))
+
+        fuzz()
 
 
-@FUZZ
-@given(requests=st.lists(stream_requests(), min_size=0, max_size=4))
-def test_stream_act(channel: grpc.Channel, requests: list[pb.StreamActRequest]) -> None:
-    stub = policy_pb2_grpc.PolicyServiceStub(channel)
-    outcome(lambda: list(stub.StreamAct(iter(requests), timeout=30)))
+def test_stream_act(own_server: LocalServer) -> None:
+    with fuzzing(own_server) as channel:
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+
+        @FUZZ
+        @given(requests=st.lists(stream_requests(), min_size=0, max_size=4))
+        def fuzz(requests: list[pb.StreamActRequest]) -> None:
+            outcome(lambda: list(stub.StreamAct(iter(requests), timeout=30)))
+
+        fuzz()
 
 
 METHODS = [
@@ -106,35 +125,31 @@ METHODS = [
 ]
 
 
-@FUZZ
-@given(method=st.sampled_from(METHODS), payloads=st.lists(st.binary(max_size=80), max_size=3))
-def test_any_bytes_to_any_method(channel: grpc.Channel, method: str, payloads: list[bytes]) -> None:
-    if method.endswith("StreamAct"):
-        stream = channel.stream_stream(method, None, None)
-        outcome(lambda: list(stream(iter(payloads), timeout=30)))
-    else:
-        unary = channel.unary_unary(method, None, None)
-        outcome(lambda: unary(payloads[0] if payloads else b"", timeout=30))
+def test_any_bytes_to_any_method(own_server: LocalServer) -> None:
+    with fuzzing(own_server) as channel:
+
+        @FUZZ
+        @given(
+            method=st.sampled_from(METHODS), payloads=st.lists(st.binary(max_size=80), max_size=3)
+        )
+        def fuzz(method: str, payloads: list[bytes]) -> None:
+            if method.endswith("StreamAct"):
+                stream = channel.stream_stream(method, None, None)
+                outcome(lambda: list(stream(iter(payloads), timeout=30)))
+            else:
+                unary = channel.unary_unary(method, None, None)
+                outcome(lambda: unary(payloads[0] if payloads else b"", timeout=30))
+
+        fuzz()
 
 
-def test_model_info_and_admin_calls(channel: grpc.Channel) -> None:
-    policy = policy_pb2_grpc.PolicyServiceStub(channel)
-    admin = admin_pb2_grpc.AdminServiceStub(channel)
-    assert outcome(lambda: policy.GetModelInfo(pb.GetModelInfoRequest(), timeout=30)).name == "OK"
-    assert (
-        outcome(lambda: admin.ListVersions(admin_pb2.ListVersionsRequest(), timeout=30)).name
-        == "OK"
-    )
-    assert (
-        outcome(lambda: admin.ReloadModel(admin_pb2.ReloadModelRequest(), timeout=30)).name == "OK"
-    )
-
-
-def test_the_server_is_still_serving_and_logged_no_error(
-    channel: grpc.Channel, server: LocalServer
-) -> None:
-    # Runs after the fuzz above (pytest keeps a file's order).
-    health = health_pb2_grpc.HealthStub(channel)
-    reply = health.Check(health_pb2.HealthCheckRequest(), timeout=30)
-    assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    assert not any(" ERROR " in line or "Traceback" in line for line in server.lines)
+def test_model_info_and_admin_calls(own_server: LocalServer) -> None:
+    with fuzzing(own_server) as channel:
+        policy = policy_pb2_grpc.PolicyServiceStub(channel)
+        admin = admin_pb2_grpc.AdminServiceStub(channel)
+        info = policy.GetModelInfo
+        assert outcome(lambda: info(pb.GetModelInfoRequest(), timeout=30)).name == "OK"
+        listing = admin.ListVersions
+        assert outcome(lambda: listing(admin_pb2.ListVersionsRequest(), timeout=30)).name == "OK"
+        reload = admin.ReloadModel
+        assert outcome(lambda: reload(admin_pb2.ReloadModelRequest(), timeout=30)).name == "OK"

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import queue
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,15 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from support import Reference, observations, start_server
+from support import (
+    NO_RETRIES,
+    Reference,
+    health_of,
+    observations,
+    start_server,
+    stopped,
+    until_stopped,
+)
 
 from client import AsyncPolicyClient, PolicyClient, PolicyError
 from client.localserver import LocalServer
@@ -31,14 +38,6 @@ MAX_BATCH = 4096  # the server's default
 def stub(target: str) -> Iterator[policy_pb2_grpc.PolicyServiceStub]:
     with grpc.insecure_channel(target) as channel:
         yield policy_pb2_grpc.PolicyServiceStub(channel)
-
-
-def health_of(target: str, service: str = "") -> str:
-    with grpc.insecure_channel(target) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=10
-        )
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 def flat(obs: np.ndarray) -> list[float]:
@@ -131,7 +130,8 @@ def test_64_concurrent_callers_under_batching_get_their_own_answers(
                     else:
                         np.testing.assert_allclose(actions, reference(obs)[0], atol=1e-6)
         assert server.stop() == 0
-    calls, rows = _model_calls(server)
+    (counted,) = stopped(server)
+    calls, rows = counted.calls, counted.observations
     assert rows == sum((1 + i % 5) * rounds * (1 + i % 2) for i in range(callers))
     assert calls < callers * rounds, "concurrent requests were not coalesced"
 
@@ -159,14 +159,8 @@ def test_with_batching_off_every_request_runs_alone_and_equals_onnxruntime(
         asyncio.run(everyone())
         assert "batching off" in "\n".join(server.lines)
         assert server.stop() == 0
-    assert _model_calls(server) == (len(sizes) + 16, sum(sizes) + 16 * 5)  # one call each
-
-
-def _model_calls(server: LocalServer) -> tuple[int, int]:
-    """(model calls, observations) from the server's last log line."""
-    words = server.lines[-1].split()
-    assert "stopped after" in server.lines[-1], server.lines[-3:]
-    return int(words[words.index("model") - 1]), int(words[words.index("observations") - 1])
+    (counted,) = stopped(server)
+    assert (counted.calls, counted.observations) == (len(sizes) + 16, sum(sizes) + 16 * 5)
 
 
 def test_a_stream_answers_in_order(
@@ -274,21 +268,23 @@ def test_unknown_modes_are_invalid_argument(
     assert health_of(target) == "SERVING"
 
 
-@pytest.mark.parametrize("method", ["Act", "StreamAct", "GetModelInfo"])
-def test_bytes_that_are_not_a_request_are_invalid_argument(
-    target: str, server: LocalServer, method: str
-) -> None:
-    before = len(server.lines)
-    path = f"/swingup.v1.PolicyService/{method}"
-    with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as raised:
-        if method == "StreamAct":
-            stream = channel.stream_stream(path, None, None)  # raw bytes either way
-            list(stream(iter([b"\xff\xff\xff"]), timeout=10))
-        else:
-            channel.unary_unary(path, None, None)(b"\x0a\x05abc", timeout=10)
-    assert_invalid(raised.value, "malformed request: not a valid swingup.v1.")
-    assert len(server.lines) == before  # and no traceback in the log
-    assert health_of(target) == "SERVING"
+def test_bytes_that_are_not_a_request_are_invalid_argument(own_server: LocalServer) -> None:
+    target = own_server.target
+    assert target is not None
+    mark = len(own_server.lines)
+    with grpc.insecure_channel(target) as channel:
+        for method in ("Act", "StreamAct", "GetModelInfo"):
+            path = f"/swingup.v1.PolicyService/{method}"
+            with pytest.raises(grpc.RpcError) as raised:
+                if method == "StreamAct":
+                    stream = channel.stream_stream(path, None, None)  # raw bytes either way
+                    list(stream(iter([b"\xff\xff\xff"]), timeout=10))
+                else:
+                    channel.unary_unary(path, None, None)(b"\x0a\x05abc", timeout=10)
+            assert_invalid(raised.value, "malformed request: not a valid swingup.v1.")
+            assert health_of(target) == "SERVING"
+    # Nothing in the log, no traceback: read once the server has exited, so nothing is late.
+    assert until_stopped(own_server, mark) == []
 
 
 def test_huge_finite_observations_still_get_actions_in_bounds(client: PolicyClient) -> None:
@@ -327,15 +323,15 @@ def test_deadlines_are_honoured_and_expired_requests_are_not_computed(model_path
     with start_server(model_path, "--batch-window-us", "300000") as server:
         assert server.target is not None
         with PolicyClient(server.target, timeout=0.05) as hasty:
-            start = time.perf_counter()
+            hasty.wait_ready(timeout=30)  # connected: the request reaches the server in time
             with pytest.raises(PolicyError) as raised:
                 hasty.act(observations(5))
             assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-            assert time.perf_counter() - start < 0.3
         with PolicyClient(server.target, timeout=10) as patient:
             assert patient.act(observations(2)).shape == (2, 1)
         assert server.stop() == 0
-    assert _model_calls(server) == (1, 2)
+    (counted,) = stopped(server)
+    assert (counted.calls, counted.observations) == (1, 2)
 
 
 def test_model_info_describes_model_provider_and_batching(
@@ -377,20 +373,23 @@ def test_reflection_lists_the_services(target: str) -> None:
     assert {"swingup.v1.PolicyService", "grpc.health.v1.Health"} <= names
 
 
-def test_requests_are_not_logged(client: PolicyClient, server: LocalServer) -> None:
-    before = len(server.lines)
-    obs = observations(4)
-    for _ in range(50):
-        client.act(obs)
-    with pytest.raises(PolicyError):
-        client.act(np.full((1, 3), np.nan, dtype=np.float32))
-    assert len(server.lines) == before
+def test_requests_are_not_logged(own_server: LocalServer) -> None:
+    assert own_server.target is not None
+    mark = len(own_server.lines)
+    with PolicyClient(own_server.target, timeout=10) as client:
+        obs = observations(4)
+        for _ in range(50):
+            client.act(obs)
+        with pytest.raises(PolicyError):
+            client.act(np.full((1, 3), np.nan, dtype=np.float32))
+    assert until_stopped(own_server, mark) == []  # read once it has exited: nothing is late
 
 
 def test_sigterm_drains_an_open_stream(model_path: Path, reference: Reference) -> None:
     with start_server(model_path, "--grace-s", "60") as server:
-        assert server.target is not None
-        channel = grpc.insecure_channel(server.target)
+        target = server.target
+        assert target is not None
+        channel = grpc.insecure_channel(target)
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
         statuses = iter(watch)
         assert next(statuses).status == health_pb2.HealthCheckResponse.SERVING
@@ -402,12 +401,11 @@ def test_sigterm_drains_an_open_stream(model_path: Path, reference: Reference) -
         requests.put(pb.StreamActRequest(obs=flat(obs), mode=pb.MODE_MEAN))
         assert next(replies).step == 0
 
-        start = time.perf_counter()
         server.process.terminate()
         assert next(statuses).status == health_pb2.HealthCheckResponse.NOT_SERVING
         watch.cancel()
         # No new calls: a fresh connection is refused...
-        with grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)]) as fresh:
+        with grpc.insecure_channel(target, options=NO_RETRIES) as fresh:
             with pytest.raises(grpc.RpcError) as raised:
                 policy_pb2_grpc.PolicyServiceStub(fresh).Act(
                     pb.ActRequest(obs=flat(obs)), timeout=10
@@ -422,10 +420,11 @@ def test_sigterm_drains_an_open_stream(model_path: Path, reference: Reference) -
             np.testing.assert_allclose(np.reshape(reply.actions, (3, 1)), reference(obs)[0])
         requests.put(None)
         assert list(replies) == []
-        assert server.process.wait(timeout=30) == 0
-        assert time.perf_counter() - start < 30, "waited for the grace period, not the stream"
+        assert server.process.wait(timeout=30) == 0  # well within the 60 s grace
         channel.close()
     assert any("SIGTERM: not serving" in line for line in server.lines)
+    # It ended when the stream did: the grace did not run out, nothing was cut.
+    assert not any("cancelling" in line for line in server.lines), server.lines
 
 
 def _open_stream(channel: grpc.Channel) -> tuple[queue.SimpleQueue[Any], Iterator[Any]]:

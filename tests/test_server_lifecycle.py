@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,30 +14,13 @@ from pathlib import Path
 import onnxruntime as ort
 import psutil
 import pytest
-from support import observations, start_server
+from support import observations, serve_and_fail, start_server, stopped, until_stopped
 
 from client import PolicyClient, PolicyError
 from client.localserver import LocalServer
 from server.config import SHIPPED_MODEL
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
-
-
-def serve_and_fail(*args: str, env: dict[str, str] | None = None) -> str:
-    """Run `python -m server ARGS` expecting a usage error: its single stderr line."""
-    result = subprocess.run(
-        [sys.executable, "-m", "server", "--port", "0", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=None if env is None else {**os.environ, **env},
-    )
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    assert not re.search(r"^[EWF]\d{4} ", result.stderr, re.MULTILINE), "a gRPC core log line"
-    errors = [line for line in result.stderr.splitlines() if "swingup-serve: error:" in line]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 def test_a_missing_model_is_one_line(tmp_path: Path) -> None:
@@ -52,13 +35,34 @@ def test_a_file_that_is_not_a_model_is_one_line(tmp_path: Path) -> None:
 
 
 def test_the_default_model_is_the_shipped_one() -> None:
-    if SHIPPED_MODEL.is_file():
-        with LocalServer() as server:
-            server.wait_listening()
-            assert any(str(SHIPPED_MODEL) in line for line in server.lines)
-    else:
-        line = serve_and_fail()
-        assert str(SHIPPED_MODEL) in line and "make model" in line
+    assert SHIPPED_MODEL.is_file(), "the repository ships it: run `make model`"
+    with LocalServer() as server:
+        server.wait_listening()
+        assert any(str(SHIPPED_MODEL) in line for line in server.lines)
+
+
+def test_without_the_shipped_model_the_default_is_one_line(tmp_path: Path) -> None:
+    """A checkout without models/ (before `make model`): the server's own package, copied
+    where no shipped model lies beside it, is what `python -m server` runs from there."""
+    shutil.copytree(
+        SHIPPED_MODEL.parent.parent / "server",
+        tmp_path / "server",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    missing = tmp_path / "models" / SHIPPED_MODEL.name
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--port", "0"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"swingup-serve: error: the shipped model {missing} is missing: run `make model` or pass"
+        " --model"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -172,11 +176,10 @@ def test_the_port_file_goes_with_the_server_unless_another_wrote_it(
     assert not ours.exists() and theirs.read_text() == "1\n"
 
 
+@pytest.mark.skipif(HAS_CUDA, reason="a CUDA machine: test_server_gpu checks both devices")
 def test_device_cuda_without_cuda_is_a_clear_error_and_auto_serves_on_cpu(
     model_path: Path,
 ) -> None:
-    if HAS_CUDA:  # a CUDA machine: test_server_gpu checks both
-        return
     line = serve_and_fail("--model", str(model_path), "--device", "cuda")
     assert "--device cuda" in line and "CUDAExecutionProvider" in line
     with start_server(model_path, "--device", "auto") as server:
@@ -197,8 +200,10 @@ def test_sigint_drains_and_exits_zero(model_path: Path) -> None:
     assert "stopped after 1 model calls for 2 observations" in server.lines[-1]
 
 
-def test_one_line_per_event(server: LocalServer) -> None:
-    events = [line.split(" INFO ", 1)[1].split(" ", 2)[:2] for line in server.lines]
+def test_one_line_per_event(own_server: LocalServer) -> None:
+    # Everything it logged until it was stopped, read once it has exited.
+    logged = until_stopped(own_server)
+    events = [line.split(" INFO ", 1)[1].split(" ", 2)[:2] for line in logged]
     assert events == [
         ["starting", "swingup-serve"],
         ["model", "loaded:"],
@@ -236,17 +241,10 @@ def test_workers_share_one_port(model_path: Path, tmp_path: Path) -> None:
                 client.act(obs)
         assert server.stop() == 0
     assert not any(worker.is_running() and worker.status() != "zombie" for worker in workers)
-    stopped = [line for line in server.lines if "stopped after" in line]
-    assert len(stopped) == 2  # both workers served and drained
-    assert sum(_stopped_rows(line) for line in stopped) == 6 * 16
+    counted = stopped(server)
+    assert len(counted) == 2  # both workers served and drained
+    assert sum(worker.observations for worker in counted) == 6 * 16
     assert server.lines[-1].endswith("all 2 workers stopped")
-
-
-def _stopped_rows(line: str) -> int:
-    if "stopped after" not in line:
-        return 0
-    words = line.split()
-    return int(words[words.index("observations") - 1])
 
 
 def test_a_worker_that_cannot_start_is_one_line(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import re
 import socket
 import struct
 import urllib.error
@@ -12,9 +11,9 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from support import observations, start_server
+from support import metrics_url, observations, scrape, start_server, value
 
 from client import PolicyClient, PolicyError
 from client.localserver import LocalServer
@@ -22,32 +21,6 @@ from client.wire import Credentials
 from trainer import triton_repo
 
 ACT = "/swingup.v1.PolicyService/Act"
-
-
-def metrics_url(server: LocalServer) -> str:
-    """http://HOST:PORT/metrics, as the server logs it."""
-    line = server.wait_for_line(r"metrics on http://")
-    url = re.search(r"(http://\S+/metrics)", line)
-    assert url is not None
-    return url.group(1)
-
-
-def scrape(server: LocalServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the server's /metrics, keyed by name and sorted labels."""
-    with urllib.request.urlopen(metrics_url(server), timeout=10) as reply:
-        assert reply.headers["Content-Type"].startswith("text/plain")
-        text = reply.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
-) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def test_metrics_count_calls_batches_queueing_versions_and_reloads(
@@ -130,6 +103,14 @@ def test_metrics_count_calls_batches_queueing_versions_and_reloads(
 
 
 def test_no_metrics_port_no_metrics(server: LocalServer) -> None:
+    # The shared server runs without --metrics-port: the gRPC port is all it listens on.
+    assert server.target is not None
+    listening = {
+        connection.laddr.port
+        for connection in psutil.Process(server.pid).net_connections(kind="inet")
+        if connection.status == psutil.CONN_LISTEN
+    }
+    assert listening == {int(server.target.rsplit(":", 1)[1])}
     assert not any("metrics on" in line for line in server.lines)
 
 

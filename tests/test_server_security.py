@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import queue
 import re
@@ -10,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,15 @@ import pytest
 from certs import Authority, Pair
 from cryptography.hazmat.primitives import serialization
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from support import observations, start_server
+from support import (
+    client_cli,
+    observations,
+    scrape,
+    serve_and_fail,
+    start_server,
+    until_stopped,
+    value,
+)
 
 from client import PolicyClient, PolicyError
 from client.localserver import LocalServer
@@ -83,16 +91,6 @@ def client_of(
     return PolicyClient(server.target, timeout=10, credentials=Credentials(ca=ca, token=token))
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "client", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
-
-
 # --- TLS ---------------------------------------------------------------------------------
 
 
@@ -106,10 +104,10 @@ def test_tls_serves_and_a_plaintext_client_fails_with_a_clear_error(
     assert raised.value.code == grpc.StatusCode.UNAVAILABLE
     assert "if the server serves TLS, pass --tls-ca" in str(raised.value)
     assert guarded.target is not None
-    refused = cli("info", "--target", guarded.target, "--timeout", "5")
+    refused = client_cli("info", "--target", guarded.target, "--timeout", "5")
     assert refused.returncode == 1
     assert refused.stderr.count("\n") == 1 and "pass --tls-ca" in refused.stderr
-    served = cli(
+    served = client_cli(
         "info", "--target", guarded.target, "--tls-ca", str(pki.ca.cert),
         env={"SWINGUP_TOKEN": TOKENS[1]},
     )  # fmt: skip
@@ -183,7 +181,7 @@ def test_mutual_tls_admits_only_clients_the_ca_signed(model_path: Path, pki: Pki
             with pytest.raises(PolicyError) as raised:
                 act_as(stranger)
             assert raised.value.code == grpc.StatusCode.UNAVAILABLE
-        done = cli(
+        done = client_cli(
             "info", "--target", server.target, "--tls-ca", str(pki.ca.cert),
             "--tls-cert", str(pki.client.cert), "--tls-key", str(pki.client.key),
         )  # fmt: skip
@@ -240,7 +238,8 @@ def test_bad_security_settings_are_one_line(
     }
     names.update(encrypted_keys(pki.server.key, tmp_path))
     args = [str(names.get(flag, flag)) for flag in flags]
-    assert message.replace("DIR", str(tmp_path)) in serve_and_fail(model_path, *args)
+    line = serve_and_fail("--model", str(model_path), *args)
+    assert message.replace("DIR", str(tmp_path)) in line
 
 
 def encrypted_keys(key: Path, directory: Path) -> dict[str, Path]:
@@ -257,35 +256,33 @@ def encrypted_keys(key: Path, directory: Path) -> dict[str, Path]:
     return keys
 
 
-def serve_and_fail(model_path: Path, *args: str) -> str:
-    """`python -m server` exiting 2 with one error line (stdin closed: it must never prompt)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "server", "--port", "0", "--model", str(model_path), *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2, result.stderr
-    errors = [line for line in result.stderr.splitlines() if "swingup-serve: error:" in line]
-    assert len(errors) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return errors[0]
+PR_CAPBSET_DROP = 24  # <linux/prctl.h>
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2  # <linux/capability.h>
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def _bound_by_file_modes() -> None:
+    """A `preexec_fn` for a child of root: it execs without the two capabilities by which root
+    reads any file, so a file's mode binds it as it binds any other user."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
 def test_an_unreadable_key_or_model_is_reported_as_such(
     model_path: Path, pki: Pki, tmp_path: Path
 ) -> None:
     key = tmp_path / "server.key"
     key.write_bytes(pki.server.key.read_bytes())
     key.chmod(0)
-    line = serve_and_fail(model_path, "--tls-cert", str(pki.server.cert), "--tls-key", str(key))
-    assert f"--tls-key {key}: cannot read (Permission denied)" in line
     model = tmp_path / "model.onnx"
     model.write_bytes(model_path.read_bytes())
     model.chmod(0)
-    line = serve_and_fail(model, "--tls-cert", str(pki.server.cert), "--tls-key", str(key))
+    tls = ("--tls-cert", str(pki.server.cert), "--tls-key", str(key))
+    as_anyone = _bound_by_file_modes if os.geteuid() == 0 else None
+    line = serve_and_fail("--model", str(model_path), *tls, preexec_fn=as_anyone)
+    assert f"--tls-key {key}: cannot read (Permission denied)" in line
+    line = serve_and_fail("--model", str(model), *tls, preexec_fn=as_anyone)
     assert f"--model {model}: cannot read (Permission denied)" in line
 
 
@@ -346,16 +343,19 @@ def test_every_service_but_health_needs_a_valid_token(guarded: LocalServer, pki:
         assert anonymous.health() == "SERVING"  # probes need no token
 
 
-def test_tokens_are_never_logged(guarded: LocalServer, pki: Pki) -> None:
-    with (
-        client_of(guarded, "an-intruders-guess", pki.ca.cert) as client,
-        pytest.raises(PolicyError),
-    ):
-        client.act(observations(1))
-    log = "\n".join(guarded.lines)
+def test_tokens_are_never_logged(model_path: Path, token_file: Path) -> None:
+    with start_server(model_path, "--auth-token-file", str(token_file)) as server:
+        with client_of(server, "an-intruders-guess") as guess, pytest.raises(PolicyError):
+            guess.act(observations(1))
+        with client_of(server, TOKENS[0]) as client:
+            client.act(observations(1))
+        server.process.send_signal(signal.SIGHUP)  # the file is read again
+        server.wait_for_line(r"SIGHUP: reloading")
+        logged = until_stopped(server)  # all of it: read once the server has exited
+    log = "\n".join(logged)
     for secret in (*TOKENS, "an-intruders-guess"):
         assert secret not in log
-    assert any("auth: 2 token(s) loaded" in line for line in guarded.lines)
+    assert any("auth: 2 token(s) loaded" in line for line in logged)
 
 
 def test_the_token_file_is_reread_when_it_changes(model_path: Path, tmp_path: Path) -> None:
@@ -471,9 +471,9 @@ def test_the_client_cli_reads_the_token_file(
     mine = tmp_path / "my-token"
     mine.write_text(f"{TOKENS[0]}\n")
     common = ["--target", guarded.target, "--tls-ca", str(pki.ca.cert), "--timeout", "10"]
-    done = cli("drive", *common, "--token-file", str(mine), "--episodes", "1", "--stream")
+    done = client_cli("drive", *common, "--token-file", str(mine), "--episodes", "1", "--stream")
     assert done.returncode == 0, done.stderr
-    refused = cli("versions", *common, env={"SWINGUP_TOKEN": "not-a-token"})
+    refused = client_cli("versions", *common, env={"SWINGUP_TOKEN": "not-a-token"})
     assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
 
 
@@ -506,13 +506,13 @@ def test_a_silent_stream_is_ended_after_the_idle_timeout(model_path: Path) -> No
             replies = iter(stub.StreamAct(iter(requests.get, None), timeout=30))
             requests.put(pb.StreamActRequest(obs=observations(1).ravel().tolist()))
             assert next(replies).step == 0
-            start = time.perf_counter()
             with pytest.raises(grpc.RpcError) as raised:
                 next(replies)  # the client goes silent; the server ends the stream
-            assert time.perf_counter() - start >= 0.4  # it waited for the idle limit...
+            # The server's idle limit ended it (its words), not the client's 30 s deadline.
             assert isinstance(raised.value, grpc.Call)
-            assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # ...not the 30 s
-            assert "stream idle for 0.5 s" in (raised.value.details() or "")
+            assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            details = raised.value.details() or ""
+            assert "stream idle for 0.5 s waiting for the next request" in details, details
             requests.put(None)
         with PolicyClient(server.target, timeout=10) as client:
             assert client.act(observations(1)).shape == (1, 1)  # the server goes on
@@ -535,9 +535,15 @@ def test_a_client_that_stops_reading_is_cut_off(model_path: Path) -> None:
             code: grpc.StatusCode = await asyncio.wait_for(call.code(), 30)
             return code
 
-    with start_server(model_path, "--idle-timeout-s", "0.5") as server:
+    with start_server(model_path, "--idle-timeout-s", "0.5", "--metrics-port", "0") as server:
         assert server.target is not None
+        # What the client hears of it depends on gRPC core (the status cannot pass the full
+        # window; the idle connection's GOAWAY follows): the server's count says who ended it.
         assert asyncio.run(flood(server.target)) != grpc.StatusCode.OK
+        stream = "/swingup.v1.PolicyService/StreamAct"
+        calls = "swingup_grpc_calls_total"
+        samples = scrape(server)
+        assert value(samples, calls, method=stream, code="DEADLINE_EXCEEDED") == 1, samples
         with PolicyClient(server.target, timeout=10) as client:
             assert client.health() == "SERVING"
             assert client.act(observations(1)).shape == (1, 1)
@@ -558,8 +564,6 @@ def test_a_connection_that_never_handshakes_is_closed(model_path: Path, pki: Pki
         assert server.target is not None
         host, port = server.target.rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=10) as silent:
-            silent.settimeout(10)  # the server, not this bound, must end it
-            start = time.perf_counter()
+            silent.settimeout(10)  # the server, not this bound, must end it (else: timeout)
             assert silent.recv(1) == b""  # closed by the server, nothing sent
-            assert time.perf_counter() - start < 10
         assert server.stop() == 0

@@ -8,49 +8,61 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from support import run_on_virtual_clock
 
 from server.errors import DeadlineExpired, ServerLeaving
 from server.streams import Leaving, StreamGuard
 
 
 def test_a_wait_longer_than_the_limit_raises_deadline_expired() -> None:
-    async def main() -> None:
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
         idle = StreamGuard(0.05, Leaving())
-        never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        never: asyncio.Future[None] = loop.create_future()
+        start = loop.time()
         with pytest.raises(DeadlineExpired, match=r"stream idle for 0\.05 s reading"):
             await idle.wait(never, "reading")
         idle.close()
+        return loop.time() - start
 
-    asyncio.run(main())
+    # On a virtual clock: it ends at the limit exactly, neither before nor at some later check.
+    assert run_on_virtual_clock(main()) == pytest.approx(0.05)
 
 
 def test_many_short_waits_never_reach_the_limit() -> None:
-    async def main() -> int:
-        idle = StreamGuard(0.05, Leaving())
-        steps = 0
+    async def main() -> tuple[int, float]:
         loop = asyncio.get_running_loop()
-        end = loop.time() + 0.3  # six limits in all, each wait far shorter than one
-        while loop.time() < end:
+        idle = StreamGuard(0.05, Leaving())
+        start = loop.time()
+        steps = 0
+        while steps < 30:  # 0.6 s in all, twelve limits; each wait a fifth of one
             await idle.wait(asyncio.sleep(0.01), "sleeping")
             await asyncio.sleep(0.01)  # busy between waits: not idle
             steps += 1
         idle.close()
-        return steps
+        return steps, loop.time() - start
 
-    assert asyncio.run(main()) >= 5
+    # On a virtual clock, so that no pause of a busy machine can stretch a wait past the limit.
+    steps, took = run_on_virtual_clock(main())
+    assert steps == 30 and took == pytest.approx(0.6)
 
 
 def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
-    async def stream() -> None:
+    async def parked(waiting: asyncio.Event) -> None:
+        waiting.set()  # the stream is inside the guard's wait now
+        await asyncio.sleep(60)
+
+    async def stream(waiting: asyncio.Event) -> None:
         idle = StreamGuard(60, Leaving())
         try:
-            await idle.wait(asyncio.sleep(60), "sleeping")
+            await idle.wait(parked(waiting), "sleeping")
         finally:
             idle.close()
 
     async def main() -> None:
-        task = asyncio.ensure_future(stream())
-        await asyncio.sleep(0.01)
+        waiting = asyncio.Event()
+        task = asyncio.ensure_future(stream(waiting))
+        await waiting.wait()
         task.cancel()  # a hang-up
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -79,8 +91,11 @@ def test_a_lame_duck_ends_a_stream_waiting_for_a_request_at_once() -> None:
         task = asyncio.ensure_future(stream(leaving, queue, taken))
         for request in (1, 2):
             queue.put_nowait(request)
-        while len(taken) < 2:  # let the stream take both and wait for a third
+        for _ in range(100):  # yield until the stream has taken both and waits for a third
+            if len(taken) == 2:
+                break
             await asyncio.sleep(0)
+        assert taken == [1, 2]
         leaving.begin()
         with pytest.raises(ServerLeaving, match="the stream ends after 2 steps"):
             await task
@@ -101,7 +116,7 @@ def test_a_lame_duck_lets_a_busy_stream_finish_its_step_and_take_no_more() -> No
         assert await anext(requests) == 1
         written: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         writing = asyncio.ensure_future(guard.wait(written, "waiting for the client to read"))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # yields once: the write is now waiting inside the guard
         leaving.begin()  # mid-write: the write goes on
         written.set_result("read")
         assert await writing == "read"

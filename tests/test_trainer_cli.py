@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import error_line
+from support import error_line, exit_code
 
 from trainer.cli import main
 
@@ -108,11 +108,7 @@ def test_evaluate_gif_and_sampling(
 def test_user_mistakes_are_one_line_and_exit_2(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse's own errors exit from inside parse_args
-        code = int(exc.code or 0)
-    assert code == 2
+    assert exit_code(main, argv) == 2
     assert message in error_line(capsys)
 
 
@@ -168,12 +164,16 @@ def test_ctrl_c_checkpoints_exits_130_and_resume_finishes(tmp_path: Path) -> Non
     proc = subprocess.Popen(
         argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
-    assert proc.stderr is not None
-    for line in proc.stderr:  # wait for the first checkpoint, then press Ctrl-C
-        if line.startswith("checkpoint"):
-            break
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:  # a run of a million frames: never left behind, whatever fails
+        assert proc.stderr is not None
+        for line in proc.stderr:  # wait for the first checkpoint, then press Ctrl-C
+            if line.startswith("checkpoint"):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
     saved = torch.load(sorted((run / "checkpoints").glob("*.pt"))[-1], weights_only=True)
@@ -218,14 +218,17 @@ def test_kill_9_mid_run_then_resume_continues_from_the_last_checkpoint(tmp_path:
     argv += ["--num-envs", "4", "--n-steps", "4", "--checkpoint-interval", "1600"]
     argv += ["--no-progress", "--log-checkpoints"]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    seen = 0
-    for line in proc.stderr:  # let two checkpoints land, then kill without warning
-        seen += line.startswith("checkpoint")
-        if seen == 2:
-            break
-    proc.kill()
-    proc.wait(timeout=30)
+    try:
+        assert proc.stderr is not None
+        seen = 0
+        for line in proc.stderr:  # let two checkpoints land, then kill without warning
+            seen += line.startswith("checkpoint")
+            if seen == 2:
+                break
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert seen == 2, "the run ended before its second checkpoint"
     assert proc.returncode == -signal.SIGKILL
     saved = sorted((run / "checkpoints").glob("frame-*.pt"))
     assert saved, "no checkpoint survived"

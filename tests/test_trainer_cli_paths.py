@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from support import files_up_to_4_kib
+from support import error_line, exit_code, files_up_to_4_kib
 
 from trainer import checkpoint
 from trainer.cli import main
@@ -34,19 +34,8 @@ def run(trained: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(trained, tmp_path / "run"))
 
 
-def error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err and ".tmp" not in err
-    return err
-
-
 def fails(argv: list[str], capsys: pytest.CaptureFixture[str], code: int = 2) -> str:
-    try:
-        got = main(argv)
-    except SystemExit as exc:
-        got = int(exc.code or 0)
-    assert got == code, capsys.readouterr()
+    assert exit_code(main, argv) == code, capsys.readouterr()
     return error_line(capsys)
 
 
@@ -223,6 +212,7 @@ def test_when_no_checkpoint_loads_the_error_names_each(
     run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     saved = checkpoint.list_checkpoints(run)
+    assert len(saved) >= 2  # the run's two checkpoints, each named
     for path in saved:
         cut_short(path)
     err = fails(["evaluate", str(run)], capsys)

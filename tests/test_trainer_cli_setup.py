@@ -9,18 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import INTERRUPT_AT_IMPORT, error_line
+from support import INTERRUPT_AT_IMPORT, error_line, exit_code
 
 from trainer.cli import main
 
 TINY = ["--frames", "64", "--num-envs", "2", "--n-steps", "2", "--no-progress"]
-
-
-def exit_code(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:  # argparse's own errors exit from inside parse_args
-        return int(exc.code or 0)
 
 
 @pytest.mark.parametrize(
@@ -52,7 +45,7 @@ def test_every_hyperparameter_is_checked_before_the_run_directory_exists(
     flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    assert exit_code(["train", *TINY, *flags, "--out", str(out)]) == 2
+    assert exit_code(main, ["train", *TINY, *flags, "--out", str(out)]) == 2
     assert message in error_line(capsys)
     assert not out.exists()
 
@@ -64,7 +57,7 @@ def test_an_unwritable_out_is_one_line(
     file = tmp_path / "somefile"
     file.write_text("x")
     path = out.format(file=file)
-    assert exit_code(["train", *TINY, "--out", path]) == 2
+    assert exit_code(main, ["train", *TINY, "--out", path]) == 2
     err = error_line(capsys)
     assert f"--out {path}: cannot write a run there" in err and ".tmp" not in err
 
@@ -72,7 +65,7 @@ def test_an_unwritable_out_is_one_line(
 def test_out_naming_a_file_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     file = tmp_path / "somefile"
     file.write_text("mine")
-    assert exit_code(["train", *TINY, "--out", str(file)]) == 2
+    assert exit_code(main, ["train", *TINY, "--out", str(file)]) == 2
     assert f"--out {file} is a file" in error_line(capsys)
     assert file.read_text() == "mine"
 
@@ -90,7 +83,7 @@ def test_a_foreign_config_json_is_never_overwritten(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "config.json").write_text('{"not": "ours"}')
-    assert exit_code(["train", *TINY, "--out", str(tmp_path)]) == 2
+    assert exit_code(main, ["train", *TINY, "--out", str(tmp_path)]) == 2
     assert "not empty" in error_line(capsys)
     assert (tmp_path / "config.json").read_text() == '{"not": "ours"}'
 
@@ -155,7 +148,7 @@ def test_an_empty_or_none_path_given_explicitly_is_a_usage_error(
 
 
 def test_train_help_states_the_presets_defaults(capsys: pytest.CaptureFixture[str]) -> None:
-    assert exit_code(["train", "--help"]) == 0
+    assert exit_code(main, ["train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "[default: None]" not in text
     assert "[default: preset's: seed 100000, fast 3000000]" in text

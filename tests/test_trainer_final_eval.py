@@ -44,12 +44,16 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
-    assert proc.stderr is not None
-    for line in proc.stderr:  # wait for the first checkpoint, then terminate
-        if line.startswith("checkpoint"):
-            break
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    try:  # a run of a million frames: never left behind, whatever fails
+        assert proc.stderr is not None
+        for line in proc.stderr:  # wait for the first checkpoint, then terminate
+            if line.startswith("checkpoint"):
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
     assert proc.returncode == 143, err
     assert f"continue with: swingup-train train --resume {run}" in err and "Traceback" not in err
     saved = torch.load(sorted((run / "checkpoints").glob("*.pt"))[-1], weights_only=True)
