@@ -289,3 +289,26 @@ def run_on_virtual_clock(main: Coroutine[Any, Any, T]) -> T:
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+def signalled_after_first_checkpoint(run: Path, sig: signal.Signals) -> tuple[int, str]:
+    """Start a seed-preset run of a million frames in `run`, send `sig` once it has written its
+    first checkpoint, and return its exit code and stderr. The run is never left behind,
+    whatever fails."""
+    argv = [sys.executable, "-m", "trainer", "train", "--preset", "seed", "--frames", "1000000"]
+    argv += ["--out", str(run), "--no-progress", "--checkpoint-interval", "200"]
+    argv += ["--log-checkpoints"]
+    proc = subprocess.Popen(
+        argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the first checkpoint, then the signal
+            if line.startswith("checkpoint"):
+                break
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    return proc.returncode, err

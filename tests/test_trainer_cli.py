@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import error_line, exit_code
+from support import error_line, exit_code, signalled_after_first_checkpoint
 
 from trainer.cli import main
 
@@ -148,33 +147,8 @@ def test_resume_refuses_changed_settings(run_dir: Path, capsys: pytest.CaptureFi
 
 def test_ctrl_c_checkpoints_exits_130_and_resume_finishes(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    argv = [
-        sys.executable,
-        "-m",
-        "trainer",
-        "train",
-        "--preset",
-        "seed",
-        "--frames",
-        "1000000",
-        "--out",
-        str(run),
-    ]
-    argv += ["--no-progress", "--checkpoint-interval", "200", "--log-checkpoints"]
-    proc = subprocess.Popen(
-        argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
-    try:  # a run of a million frames: never left behind, whatever fails
-        assert proc.stderr is not None
-        for line in proc.stderr:  # wait for the first checkpoint, then press Ctrl-C
-            if line.startswith("checkpoint"):
-                break
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == 130, err
+    code, err = signalled_after_first_checkpoint(run, signal.SIGINT)
+    assert code == 130, err
     assert "--resume" in err and "Traceback" not in err
     saved = torch.load(sorted((run / "checkpoints").glob("*.pt"))[-1], weights_only=True)
     assert 200 <= saved["frames"] < 1_000_000

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from support import signalled_after_first_checkpoint
 
 from trainer.cli import main
 from trainer.run_log import read_evals
@@ -38,23 +36,8 @@ def test_an_interval_evaluation_at_the_last_frame_is_not_run_again(tmp_path: Pat
 def test_sigterm_checkpoints_and_exits_143(tmp_path: Path) -> None:
     """Docker, Kubernetes and Slurm send SIGTERM before they kill: the run stops as at Ctrl-C."""
     run = tmp_path / "run"
-    argv = [sys.executable, "-m", "trainer", "train", "--preset", "seed", "--frames", "1000000"]
-    argv += ["--out", str(run), "--no-progress", "--checkpoint-interval", "200"]
-    argv += ["--log-checkpoints"]
-    proc = subprocess.Popen(
-        argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
-    try:  # a run of a million frames: never left behind, whatever fails
-        assert proc.stderr is not None
-        for line in proc.stderr:  # wait for the first checkpoint, then terminate
-            if line.startswith("checkpoint"):
-                break
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == 143, err
+    code, err = signalled_after_first_checkpoint(run, signal.SIGTERM)
+    assert code == 143, err
     assert f"continue with: swingup-train train --resume {run}" in err and "Traceback" not in err
     saved = torch.load(sorted((run / "checkpoints").glob("*.pt"))[-1], weights_only=True)
     assert 200 <= saved["frames"] < 1_000_000
