@@ -30,6 +30,7 @@ from support import (
 from client import PolicyClient
 from client.localserver import LocalServer
 from server.models import SERVED_FROM_MEMORY, candidates
+from swingup import atomic
 from swingup.v1 import admin_pb2, admin_pb2_grpc, policy_pb2_grpc
 from swingup.v1 import policy_pb2 as pb
 from trainer import triton_repo
@@ -376,15 +377,13 @@ def test_a_single_file_reloads_when_replaced(tmp_path: Path, models: dict[int, P
             first = client.info().model_version
             served.touch()  # the same bytes: the same version
             assert client.reload_model().changed is False
-            (tmp_path / "policy.new").write_bytes(models[1].read_bytes())
-            (tmp_path / "policy.new").replace(served)
+            atomic.write_bytes(served, models[1].read_bytes())  # replaced in one rename
             reply = client.reload_model()
             assert reply.changed and reply.previous_version == first
             second = hashlib.sha256(served.read_bytes()).hexdigest()[:12]
             assert reply.model_version == second
             # A corrupt replacement is refused; the listing still shows what serves.
-            (tmp_path / "policy.new").write_bytes(b"corrupt")
-            (tmp_path / "policy.new").replace(served)
+            atomic.write_bytes(served, b"corrupt")
             assert client.reload_model().model_version == second
             listed = [(v.version, v.state, v.reason) for v in client.list_versions().versions]
             assert listed[0] == (second, admin_pb2.VERSION_STATE_SERVING, SERVED_FROM_MEMORY)
@@ -401,8 +400,7 @@ def test_a_single_file_refused_or_removed_is_one_warning(
         assert server.target is not None
         with PolicyClient(server.target, timeout=10) as client:
             first = client.info().model_version
-            (tmp_path / "policy.new").write_bytes(b"corrupt")
-            (tmp_path / "policy.new").replace(served)
+            atomic.write_bytes(served, b"corrupt")
             assert [r.reason for r in client.reload_model().refused] != []
             served.unlink()
             assert "model file not found" in client.reload_model().refused[0].reason
