@@ -99,6 +99,7 @@ def test_evaluate_gif_and_sampling(
         (["train", "--frames", "ten"], "invalid int value"),
         (["evaluate", "/nonexistent/run"], "no such run directory or checkpoint"),
         (["evaluate", "/nonexistent/model.onnx"], "no such model"),
+        (["evaluate", "any.onnx", "--episodes", "0"], "--episodes must be positive"),
         (["export", "/nonexistent/run"], "no such run directory or checkpoint"),
         (["train", "--resume", "/nonexistent/run"], "not a run directory"),
         (["frobnicate"], "invalid choice"),
