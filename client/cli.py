@@ -70,7 +70,6 @@ class Connection:
         ):
             if path is not None:
                 _check_file(flag, path)
-        self._check_tls_contents()
         try:
             token = self._token()
             return Credentials(
@@ -78,19 +77,6 @@ class Connection:
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-
-    def _check_tls_contents(self) -> None:
-        """A TLS file that is not what its flag says, named by the flag as every other file
-        mistake is (PolicyClient checks them too, but names the files alone)."""
-        problem = None if self.tls_ca is None else wire.ca_problem(self.tls_ca)
-        if problem:
-            raise UsageError(f"--tls-ca {self.tls_ca}: {problem}")
-        if self.tls_cert is not None and self.tls_key is not None:
-            problem = wire.key_pair_problem(self.tls_cert, self.tls_key)
-            if problem:
-                raise UsageError(
-                    f"--tls-cert {self.tls_cert} / --tls-key {self.tls_key}: {problem}"
-                )
 
     def _token(self) -> str | None:
         if self.token_file is not None:
@@ -111,8 +97,11 @@ class Connection:
         credentials = self.credentials()
         try:
             return PolicyClient(self.target, timeout=timeout, credentials=credentials)
-        except ValueError as exc:  # a TLS file replaced since credentials() checked it
-            raise UsageError(str(exc)) from None
+        except wire.CredentialsError as exc:  # named by our flags, as every file mistake is
+            flags = {"ca": ("--tls-ca", self.tls_ca)}
+            flags |= {"cert": ("--tls-cert", self.tls_cert), "key": ("--tls-key", self.tls_key)}
+            named = " / ".join(f"{flags[f][0]} {flags[f][1]}" for f in exc.fields)
+            raise UsageError(f"{named}: {exc.problem}") from None
 
 
 def _check_file(flag: str, path: Path) -> None:

@@ -109,14 +109,25 @@ class Credentials:
         )
 
     def _check_files(self) -> None:
-        """ValueError naming the file unless `ca` holds certificates and `cert` matches `key`."""
-        problem = None if self.ca is None else ca_problem(self.ca)
-        if problem:
-            raise ValueError(f"{self.ca}: {problem}")
+        """CredentialsError unless `ca` holds certificates and `cert` matches `key`."""
+        if self.ca is not None:
+            problem = ca_problem(self.ca)
+            if problem:
+                raise CredentialsError(("ca",), (self.ca,), problem)
         if self.cert is not None and self.key is not None:
             problem = key_pair_problem(self.cert, self.key)
             if problem:
-                raise ValueError(f"{self.cert} and {self.key}: {problem}")
+                raise CredentialsError(("cert", "key"), (self.cert, self.key), problem)
+
+
+class CredentialsError(ValueError):
+    """A TLS file that is not what it should be. The message names the files; `fields` names
+    the Credentials fields they came in, so that a program can name its own flags instead."""
+
+    def __init__(self, fields: tuple[str, ...], files: tuple[Path, ...], problem: str) -> None:
+        super().__init__(f"{' and '.join(map(str, files))}: {problem}")
+        self.fields = fields
+        self.problem = problem
 
 
 def ca_problem(ca: Path) -> str | None:
