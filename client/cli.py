@@ -105,10 +105,9 @@ class Connection:
 
 
 def _check_file(flag: str, path: Path) -> None:
-    if path.is_dir():
-        raise UsageError(f"{flag} {path}: is a directory")
-    if not path.is_file():
-        raise UsageError(f"{flag} {path}: no such file")
+    problem = atomic.unreadable(path)
+    if problem:
+        raise UsageError(f"{flag} {path}: {problem}")
 
 
 @dataclass

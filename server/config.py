@@ -217,17 +217,9 @@ class ServeConfig:
 
 def _check_readable(flag: str, path: Path) -> None:
     """A file flag's file: one this user can read, said in one line if not."""
-    if path.is_dir():
-        raise UsageError(f"{flag} {path}: is a directory")
-    if not path.exists():
-        raise UsageError(f"{flag} {path}: no such file")
-    if not path.is_file():  # a pipe or a device: opening it could block, reading it once empties it
-        raise UsageError(f"{flag} {path}: not a regular file")
-    try:
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"{flag} {path}: cannot read ({exc.strerror})") from None
+    problem = atomic.unreadable(path)
+    if problem:
+        raise UsageError(f"{flag} {path}: {problem}")
 
 
 def _check_port_file(path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of either. And the
+checks a program makes of a path before the work: that it can write there, or read a file."""
 
 from __future__ import annotations
 
@@ -83,4 +84,22 @@ def unwritable(path: Path) -> str | None:
             pass
     except OSError as exc:
         return f"cannot write in {parent} ({exc.strerror})"
+    return None
+
+
+def unreadable(path: Path) -> str | None:
+    """Why `path` is no file this user can read (None if it is one), for a file flag's check
+    at start: a directory, nothing there, a pipe or a device (opening one could block, and
+    reading it once empties it), or a file without read permission."""
+    if path.is_dir():
+        return "is a directory"
+    if not path.exists():
+        return "no such file"
+    if not path.is_file():
+        return "not a regular file"
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        return f"cannot read ({exc.strerror})"
     return None
