@@ -54,10 +54,6 @@ class TokenFile:
         """Read the file now; the number of tokens. TokenFileError if it cannot be read or is
         not text."""
         stamp = _stamp(self.path)
-        if self.path.exists() and not (self.path.is_file() or self.path.is_dir()):
-            # A pipe put in its place would block the event loop, every call and signal
-            # included, until something writes to it; the start refuses one too.
-            raise TokenFileError(f"{self.path}: not a regular file")
         tokens = read_tokens(self.path)
         self._digests = [_digest(token) for token in tokens]
         self._stamp = stamp

@@ -23,6 +23,10 @@ def read_tokens(path: Path) -> list[str]:
     line is no token a client could send (the server would count it and no call would match)."""
     if path.is_dir():
         raise TokenFileError(f"{path}: is a directory")
+    if path.exists() and not path.is_file():
+        # A pipe put in its place would block the reader (a server's event loop: every call
+        # and signal) until something writes to it.
+        raise TokenFileError(f"{path}: not a regular file")
     try:
         # utf-8-sig: a byte order mark (Notepad writes one) would otherwise be part of the
         # first token, which then matches nothing while the server counts it as loaded.
