@@ -48,7 +48,6 @@ log = logging.getLogger("swingup.serve")
 QUIET_S = 0.25
 # How long before gRPC's grace runs out the drain counts the calls it is about to cut.
 GRACE_MARGIN_S = 0.01
-FIRST = asyncio.FIRST_COMPLETED
 
 Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
@@ -111,14 +110,16 @@ async def finish(
         # Until just before gRPC's own grace runs out: it cancels what still runs without a
         # word (a stream reads the end of its requests and returns), so say it first.
         margin_s = grace_ends - loop.time() - GRACE_MARGIN_S
-        done, _ = await asyncio.wait(ends, timeout=max(0.0, margin_s), return_when=FIRST)
+        done, _ = await asyncio.wait(
+            ends, timeout=max(0.0, margin_s), return_when=asyncio.FIRST_COMPLETED
+        )
         if not done:
             if in_flight.running:
                 log.warning(
                     "grace over: cancelling %d call(s) and stream(s) still running",
                     in_flight.running,
                 )
-            await asyncio.wait(ends, return_when=FIRST)
+            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
         if not stopping.done():
             if idle.done():
                 log.info("every call of ours has ended: cancelling the calls gRPC still holds")
