@@ -152,10 +152,26 @@ def test_resume_of_a_finished_run_says_so(run: Path, capsys: pytest.CaptureFixtu
     assert (run / "config.json").read_text() == before
 
 
-def test_resume_with_more_frames_records_them_in_config_json(run: Path) -> None:
+def test_resume_with_more_frames_records_them_in_config_json(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["train", "--resume", str(run), "--frames", "960", "--no-progress"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["hyperparams"]["frames"] == 960 and config["preset"] == "fast"
+    assert "note:" not in capsys.readouterr().err  # fast's decay spans fixed frames
+
+
+def test_resume_says_when_more_frames_stretch_a_whole_run_decay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(path), "--lr-decay-frames", "0"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(path), "--frames", "960", "--no-progress"]) == 0
+    # Stopped at 640 of 640 frames: 0.05x; 640 of 960 is 1 - 0.95 * 2/3 = 0.367x.
+    (note,) = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert "--frames 960 stretches the decay: it goes on at 0.367x" in note
+    assert "where the run stopped at 0.05x" in note
 
 
 def edit_config(run: Path, **changes: object) -> None:

@@ -121,19 +121,9 @@ class A2C:
             net.normalizer.obs_mean.copy_(mean)
             net.normalizer.obs_std.copy_(std)
 
-    def lr_scale(self, fraction_done: float) -> float:
-        """The learning-rate multiplier at this point of the run."""
-        hp = self.hp
-        if hp.lr_schedule != "linear":
-            return 1.0
-        if hp.lr_decay_frames > 0:
-            fraction_done = fraction_done * hp.frames / hp.lr_decay_frames
-        fraction_done = min(max(fraction_done, 0.0), 1.0)
-        return 1.0 - (1.0 - hp.lr_end_scale) * fraction_done
-
     def set_progress(self, fraction_done: float) -> None:
         """Apply the learning-rate schedule at this point of the run."""
-        scale = self.lr_scale(fraction_done)
+        scale = self.hp.lr_scale(fraction_done)
         for group, lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = lr * scale
 

@@ -60,6 +60,8 @@ def check_can_write(path: Path, what: str) -> None:
 def train(cfg: TrainConfig) -> int:
     if cfg.resume is not None:
         plan = run_plan.resumed(cfg)
+        if plan.note:
+            print(f"swingup-train: note: {plan.note}", file=sys.stderr)
         # config.json records what runs: a new --frames too (atomically, like every write).
         atomic.write_text(plan.run_dir / CONFIG_FILE, json.dumps(plan.record, indent=2) + "\n")
         return _train(cfg, plan)

@@ -87,6 +87,15 @@ class Hyperparams:
                 raise ValueError(f"{name} is {data[name]!r}, expected {_type_name(tp)}")
         return Hyperparams(**data)
 
+    def lr_scale(self, fraction_done: float) -> float:
+        """The learning-rate multiplier once `fraction_done` of the run's frames are done."""
+        if self.lr_schedule != "linear":
+            return 1.0
+        if self.lr_decay_frames > 0:
+            fraction_done = fraction_done * self.frames / self.lr_decay_frames
+        fraction_done = min(max(fraction_done, 0.0), 1.0)
+        return 1.0 - (1.0 - self.lr_end_scale) * fraction_done
+
 
 def _has_type(value: object, tp: Any) -> bool:
     if typing.get_origin(tp) is Literal:

@@ -29,6 +29,7 @@ class RunPlan:
     preset: str
     resume_from: Path | None = None
     record: dict[str, Any] | None = None
+    note: str | None = None  # what a resume changes that the user should hear of
 
 
 # A run directory that holds only these, and no checkpoint, is a run that stopped before its
@@ -116,6 +117,7 @@ def resumed(cfg: TrainConfig) -> RunPlan:
     except checkpoint.CheckpointError as exc:
         raise UsageError(str(exc)) from None
     _check_agrees(run_dir / CONFIG_FILE, hp, latest, state)
+    stopped = hp
     if cfg.frames is not None:
         hp = dataclasses.replace(hp, frames=cfg.frames)
         found = problems(hp)
@@ -130,7 +132,24 @@ def resumed(cfg: TrainConfig) -> RunPlan:
         )
     _check_logs(run_dir)
     record = {**record, "hyperparams": hp.to_dict()}
-    return RunPlan(hp, run_dir, str(record.get("preset", "custom")), latest, record)
+    note = _schedule_note(stopped, hp, done)
+    return RunPlan(hp, run_dir, str(record.get("preset", "custom")), latest, record, note)
+
+
+def _schedule_note(stopped: Hyperparams, resumed: Hyperparams, done: int) -> str | None:
+    """A decay over "the whole run" (--lr-decay-frames 0) stretches with a new --frames, so the
+    rate rises again where the run stopped. That is what the setting says, as SB3's schedules on
+    a longer learn() do; pinning the old span instead would hold a decay-to-zero run at zero."""
+    before = stopped.lr_scale(done / stopped.frames)
+    after = resumed.lr_scale(done / resumed.frames)
+    if abs(after - before) < 1e-6:
+        return None
+    return (
+        f"the learning rate decays over the whole run (--lr-decay-frames 0), so --frames "
+        f"{resumed.frames} stretches the decay: it goes on at {after:.3g}x the base rate, where "
+        f"the run stopped at {before:.3g}x; a fixed --lr-decay-frames keeps a schedule across "
+        "resumes"
+    )
 
 
 def _read_config(run_dir: Path) -> tuple[dict[str, Any], Hyperparams]:
