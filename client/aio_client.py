@@ -29,10 +29,14 @@ class AsyncPolicyClient(ClientBase):
     `PolicyClient`, awaited, with the same deadlines, retries and errors."""
 
     def __init__(
-        self, target: str, timeout: float | None = 5.0, credentials: Credentials | None = None
+        self,
+        target: str,
+        timeout: float | None = 5.0,
+        credentials: Credentials | None = None,
+        keepalive_s: float | None = wire.KEEPALIVE_S,
     ) -> None:
+        options = wire.channel_options(keepalive_s)  # first: a bad value leaves nothing open
         super().__init__(target, timeout, credentials)
-        options = wire.channel_options()
         if self.credentials.secure:
             channel_credentials = self.credentials.channel_credentials()
             self._channel = grpc.aio.secure_channel(target, channel_credentials, options=options)

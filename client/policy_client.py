@@ -34,13 +34,19 @@ class PolicyClient(ClientBase):
     are not. Any failure raises `PolicyError` carrying the status code and the server's
     message. A closed client raises PolicyError(FAILED_PRECONDITION).
     `credentials` choose TLS, a client certificate and a bearer token (default: plaintext).
+    `keepalive_s` pings each connection that often while calls are open and drops one whose
+    server does not answer within as long (a hung replica leaves the rotation); >= 1, None: off.
     """
 
     def __init__(
-        self, target: str, timeout: float | None = 5.0, credentials: Credentials | None = None
+        self,
+        target: str,
+        timeout: float | None = 5.0,
+        credentials: Credentials | None = None,
+        keepalive_s: float | None = wire.KEEPALIVE_S,
     ) -> None:
+        options = wire.channel_options(keepalive_s)  # first: a bad value leaves nothing open
         super().__init__(target, timeout, credentials)
-        options = wire.channel_options()
         if self.credentials.secure:
             channel_credentials = self.credentials.channel_credentials()
             self._channel = grpc.secure_channel(target, channel_credentials, options=options)

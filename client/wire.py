@@ -54,8 +54,42 @@ MAX_TIMEOUT_S = 1e6
 SERVER_STOPPING = "this server is stopping"
 
 
-def channel_options() -> list[tuple[str, Any]]:
-    return [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
+# While calls are open, ping each connection this often and drop it when a ping goes unanswered
+# as long: a replica that hangs without closing (frozen, its host gone quiet) keeps its TCP
+# connection up for hours, and round robin would send it every other call until then. Dropped,
+# its calls fail UNAVAILABLE (retried on another replica) and it is skipped until it answers a
+# new handshake. Our server accepts pings down to MIN_KEEPALIVE_S apart
+# (server.security.MIN_PING_INTERVAL_MS); more often, gRPC servers answer GOAWAY.
+KEEPALIVE_S = 10.0
+MIN_KEEPALIVE_S = 1.0
+
+
+def keepalive_problem(keepalive_s: float) -> str | None:
+    """Why `keepalive_s` is no ping interval a server takes (nothing when it is one)."""
+    if not (math.isfinite(keepalive_s) and MIN_KEEPALIVE_S <= keepalive_s <= MAX_TIMEOUT_S):
+        return f"must be a number of seconds >= {MIN_KEEPALIVE_S:g} and <= {MAX_TIMEOUT_S:.0f}"
+    return None
+
+
+def channel_options(keepalive_s: float | None = KEEPALIVE_S) -> list[tuple[str, Any]]:
+    """The service config (retries, round robin, health) and keepalive (None: no pings)."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+        ("grpc.enable_retries", 1),
+    ]
+    if keepalive_s is not None:
+        problem = keepalive_problem(keepalive_s)
+        if problem:
+            raise ValueError(f"keepalive_s {keepalive_s!r}: {problem}")
+        ms = round(keepalive_s * 1000)
+        options += [
+            ("grpc.keepalive_time_ms", ms),
+            ("grpc.keepalive_timeout_ms", ms),
+            # gRPC core waits for any ping's ack this long, by default a minute past the
+            # keepalive timeout: without it a hung server is found after 60 s more.
+            ("grpc.http2.ping_timeout_ms", ms),
+        ]
+    return options
 
 
 def timeout_problem(timeout: float) -> str | None:

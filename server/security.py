@@ -20,6 +20,9 @@ from swingup.cli import UsageError
 # KEEPALIVE_TIMEOUT_MS: a peer that vanished without closing frees its connection.
 KEEPALIVE_MS = 60_000
 KEEPALIVE_TIMEOUT_MS = 20_000
+# Clients may ping this often (PolicyClient's keepalive, to find a hung replica): gRPC's default
+# of 5 minutes answers any faster pinger with GOAWAY "too_many_pings" after two pings.
+MIN_PING_INTERVAL_MS = 500  # half the client's floor: a ping a little early is no strike
 
 
 def channel_options(config: ServeConfig, reuse_port: bool) -> list[tuple[str, Any]]:
@@ -34,6 +37,8 @@ def channel_options(config: ServeConfig, reuse_port: bool) -> list[tuple[str, An
         ("grpc.max_connection_idle_ms", idle_ms),
         ("grpc.keepalive_time_ms", KEEPALIVE_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),  # else a minute, whatever the above
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
     ]
 
 

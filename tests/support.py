@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -240,6 +240,26 @@ def scrape_until(
 def value(samples: Samples, name: str, **labels: str) -> float:
     """One sample's value (0 if absent, as a counter nothing has counted yet)."""
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+ACT = "/swingup.v1.PolicyService/Act"
+
+
+def acts_answered(server: LocalServer) -> float:
+    """How many Act calls the server (started with --metrics-port 0) answered OK."""
+    return value(scrape(server), "swingup_grpc_calls_total", method=ACT, code="OK")
+
+
+def act_until_each_answers(client: Any, replicas: Sequence[LocalServer], at_least: int) -> None:
+    """Call `client.act` until every replica has answered `at_least` of its calls: round robin
+    reaches a replica once its connection and health watch are up, which takes a moment. The
+    bound (500 calls) keeps a client that never reaches one from looping forever."""
+    for calls in range(1, 501):
+        client.act(observations(1))
+        if calls % 10 == 0 and all(acts_answered(r) >= at_least for r in replicas):
+            return
+    counts = [acts_answered(replica) for replica in replicas]
+    raise AssertionError(f"500 calls did not reach every replica {at_least} times: {counts}")
 
 
 def files_up_to_4_kib() -> None:

@@ -14,7 +14,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from support import Reference, frozen, observations, scrape, start_server, value
+from support import (
+    Reference,
+    act_until_each_answers,
+    frozen,
+    observations,
+    start_server,
+)
 
 from client import AsyncPolicyClient, PolicyClient, PolicyError, session, wire
 from client.localserver import LocalServer
@@ -249,26 +255,50 @@ def test_unavailable_is_retried_with_backoff_and_nothing_else_is(
 
 
 def test_calls_are_spread_over_every_address_a_name_resolves_to(model_path: Path) -> None:
-    """Client-side round robin: replicas behind one name (a headless Service) all get calls."""
-    act = "/swingup.v1.PolicyService/Act"
-
-    def acts(replica: LocalServer) -> float:
-        return value(scrape(replica), "swingup_grpc_calls_total", method=act, code="OK")
-
+    """Client-side round robin: replicas behind one name (a headless Service) all get calls.
+    Round robin reaches the second replica as soon as its connection is up; pick_first (gRPC's
+    default) never would, and the helper's bound would fail."""
     with (
         start_server(model_path, "--metrics-port", "0") as first,
         start_server(model_path, "--metrics-port", "0") as second,
+        PolicyClient(f"ipv4:{first.target},{second.target}") as client,
     ):
-        replicas = (first, second)
-        with PolicyClient(f"ipv4:{first.target},{second.target}") as client:
-            # Round robin reaches the second replica as soon as its connection is up; pick_first
-            # (gRPC's default) never would. The bound keeps a regression from looping forever.
-            for calls in range(1, 501):
-                client.act(observations(1))
-                if calls % 10 == 0 and all(acts(replica) >= 5 for replica in replicas):
-                    break
-        counts = [acts(replica) for replica in replicas]
-    assert all(count >= 5 for count in counts), counts
+        act_until_each_answers(client, (first, second), at_least=5)
+
+
+@pytest.mark.timeout(120)  # a bounded loop; the mark turns a hang into a failure
+def test_a_hung_replica_leaves_the_rotation(model_path: Path) -> None:
+    """Frozen (SIGSTOP), a replica keeps its TCP connections up: only the client's keepalive
+    pings find it, and round robin then sends every call to the replica that answers."""
+    with (
+        start_server(model_path, "--metrics-port", "0") as hung,
+        start_server(model_path, "--metrics-port", "0") as healthy,
+    ):
+        target = f"ipv4:{hung.target},{healthy.target}"
+        with PolicyClient(target, timeout=1.0, keepalive_s=1.0) as client:
+            act_until_each_answers(client, (hung, healthy), at_least=1)
+            with frozen(hung):
+                outcomes = []
+                for _ in range(40):  # bounded: a rotation keeping the hung one fails below
+                    try:
+                        client.act(observations(1))
+                        outcomes.append("OK")
+                    except PolicyError as exc:
+                        outcomes.append(exc.code.name)
+                    if outcomes[-20:] == ["OK"] * 20:
+                        break
+    # Calls sent to it before the pings found it failed; then 20 in a row were answered.
+    assert outcomes[-20:] == ["OK"] * 20, outcomes
+    assert set(outcomes) <= {"OK", "DEADLINE_EXCEEDED", "UNAVAILABLE"}, outcomes
+
+
+@pytest.mark.parametrize("client_class", [PolicyClient, AsyncPolicyClient])
+@pytest.mark.parametrize("keepalive_s", [0.5, float("nan"), 0.0])
+def test_keepalive_below_what_servers_accept_is_refused(
+    client_class: type[PolicyClient | AsyncPolicyClient], keepalive_s: float
+) -> None:
+    with pytest.raises(ValueError, match=rf"keepalive_s {keepalive_s!r}: must be a number .* >= 1"):
+        client_class("localhost:1", keepalive_s=keepalive_s)
 
 
 @pytest.mark.parametrize(

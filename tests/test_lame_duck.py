@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from support import NO_RETRIES, Reference, observations, start_server
+from support import NO_RETRIES, Reference, act_until_each_answers, observations, start_server
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from client import AsyncPolicyClient, PolicyClient
@@ -96,6 +96,9 @@ def test_a_replica_stopped_after_a_lame_duck_loses_no_call(model_path: Path) -> 
         assert second.process.poll() is None
 
 
+STAYING = ("--lame-duck-s", "20", "--grace-s", "60")
+
+
 def test_streams_move_to_the_replica_that_stays(model_path: Path, reference: Reference) -> None:
     """Two replicas, four mean-action `PolicyStream` sessions spread over both; one replica
     gets SIGTERM with --lame-duck-s. Its streams end, the sessions reopen on
@@ -103,14 +106,14 @@ def test_streams_move_to_the_replica_that_stays(model_path: Path, reference: Ref
     stopped replica exits without waiting out its lame duck or its grace (a stream would
     otherwise hold it there and then be cancelled)."""
     with (
-        start_server(model_path, "--lame-duck-s", "20", "--grace-s", "60") as first,
-        start_server(model_path, "--lame-duck-s", "20", "--grace-s", "60") as second,
+        start_server(model_path, *STAYING, "--metrics-port", "0") as first,
+        start_server(model_path, *STAYING, "--metrics-port", "0") as second,
     ):
         with PolicyClient(f"ipv4:{first.target},{second.target}") as client:
             obs = observations(2)
             expected = reference(obs)[0]
-            for _ in range(4):  # both replicas connected and healthy: round robin alternates
-                client.act(obs)
+            # Both replicas connected and healthy, so round robin alternates the sessions.
+            act_until_each_answers(client, (first, second), at_least=1)
             sessions = [client.stream("mean") for _ in range(4)]
 
             def step(index: int) -> None:
