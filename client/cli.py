@@ -58,6 +58,12 @@ class Connection:
         f"send the bearer token in this file: its first line that is not blank or a # comment "
         f"(none: ${TOKEN_VARIABLE})",
     )
+    keepalive_s: float = option(
+        wire.KEEPALIVE_S,
+        "ping each server connection this often while calls are open, and drop one that does "
+        f"not answer within as long: a hung replica leaves the rotation (>= "
+        f"{wire.MIN_KEEPALIVE_S:g}; 0: off, for a proxy that refuses pings)",
+    )
 
     def credentials(self) -> Credentials:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -94,9 +100,15 @@ class Connection:
         problem = wire.target_problem(self.target)
         if problem:
             raise UsageError(f"--target {self.target!r}: {problem}")
+        keepalive = self.keepalive_s or None
+        problem = None if keepalive is None else wire.keepalive_problem(keepalive)
+        if problem:
+            raise UsageError(f"--keepalive-s {self.keepalive_s:g}: {problem} (0: off)")
         credentials = self.credentials()
         try:
-            return PolicyClient(self.target, timeout=timeout, credentials=credentials)
+            return PolicyClient(
+                self.target, timeout=timeout, credentials=credentials, keepalive_s=keepalive
+            )
         except wire.CredentialsError as exc:  # named by our flags, as every file mistake is
             flags = {"ca": ("--tls-ca", self.tls_ca)}
             flags |= {"cert": ("--tls-cert", self.tls_cert), "key": ("--tls-key", self.tls_key)}

@@ -209,6 +209,8 @@ def test_an_absent_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
             ["versions", "--timeout", "1e10"],
             "--timeout 1e+10: must be a number of seconds > 0 and <= 1000000",
         ),
+        (["drive", "--keepalive-s", "0.5"], "--keepalive-s 0.5: must be a number of seconds >= 1"),
+        (["health", "--keepalive-s", "-1"], "--keepalive-s -1: must be"),
         (["fly"], "invalid choice: 'fly'"),
     ],
 )
@@ -221,6 +223,14 @@ def test_bad_arguments_are_one_line(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("keepalive", ["0", "1", "30"])  # off, the floor, longer
+def test_keepalive_may_be_set_or_turned_off(
+    target: str, keepalive: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["health", "--target", target, "--keepalive-s", keepalive]) == 0
+    assert capsys.readouterr().out == "SERVING\n"
 
 
 def test_the_console_script_is_installed(target: str) -> None:
