@@ -23,55 +23,15 @@ import psutil
 from bench import load, report_serving, servers
 from bench import model as bench_model
 from bench.capacity import capacity
+from bench.floor import ort_floor
 from bench.load import Job, Pool
 from bench.scale import SMOKE, Scale
 from bench.servers import Served
 from bench.targets import targets_of
 from bench.under_load import memory, profile
-from swingup import contract
 
 QUANTILES = np.linspace(0.0, 100.0, 201)
 METHODS: tuple[load.Method, ...] = ("unary", "stream")
-
-
-# --- the in-process floor ---------------------------------------------------------------------
-
-
-def ort_floor(model: Path, batches: tuple[int, ...], calls: int) -> list[dict[str, Any]]:
-    """onnxruntime's own time per call, with its default options and with ours."""
-    import onnxruntime as ort
-
-    def ours() -> Any:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        return options
-
-    rows = []
-    for name, options in (("default", ort.SessionOptions()), ("1 thread, no spinning", ours())):
-        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        for batch in batches:
-            obs = np.array(load.observations(batch, 0), dtype=np.float32).reshape(batch, -1)
-            n = max(10, calls if batch == 1 else calls // 10)
-            for _ in range(min(n, 50)):
-                session.run(None, {contract.INPUT_NAME: obs})
-            times = np.empty(n)
-            for i in range(n):
-                start = time.perf_counter()
-                session.run(None, {contract.INPUT_NAME: obs})
-                times[i] = time.perf_counter() - start
-            rows.append(
-                {
-                    "options": name,
-                    "batch": batch,
-                    "p50_us": float(np.median(times) * 1e6),
-                    "p99_us": float(np.percentile(times, 99) * 1e6),
-                    "actions_per_s": batch / float(np.mean(times)),
-                }
-            )
-    return rows
 
 
 # --- rows over gRPC -----------------------------------------------------------------------------
