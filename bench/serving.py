@@ -5,7 +5,8 @@ Floors: onnxruntime called in-process (batch 1 and a big batch), and a bare grpc
 Every gRPC row goes through the same client stack (`bench.load`: the generated stub on a sync
 channel, callers as threads of one process, or spread over separate processes), and the echo and
 our server are measured back to back for each configuration, so that the background load of a
-shared machine hits both alike. `run(smoke=True)` is the tiny size `make test` runs.
+shared machine hits both alike. Last, `bench.overload` offers servers of a heavier model twice
+their capacity. `run(smoke=True)` is the tiny size `make test` runs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bench import model as bench_model
 from bench.capacity import capacity
 from bench.floor import ort_floor
 from bench.load import Job, Pool
+from bench.overload import overload
 from bench.scale import SMOKE, Scale
 from bench.servers import Served
 from bench.targets import targets_of
@@ -237,7 +239,7 @@ def run(
             targets = {name: served.wait() for name, served in running.items()}
             with Pool(scale.processes) as pool:
                 bench = Bench(scale, pool, running, targets)
-                result = _measure_all(bench, running, model, scale, work)
+                result = _measure_all(bench, running, model, scale, work, source)
         finally:
             for served in running.values():
                 served.stop()
@@ -263,7 +265,12 @@ def run(
 
 
 def _measure_all(
-    bench: Bench, running: dict[str, Served], model: Path, scale: Scale, work: Path
+    bench: Bench,
+    running: dict[str, Served],
+    model: Path,
+    scale: Scale,
+    work: Path,
+    source: Path | None,
 ) -> dict[str, Any]:
     procs = scale.processes
     latency_rows(bench, "echo", ["ours", *scale.variants])
@@ -287,4 +294,6 @@ def _measure_all(
         profile(bench.pool, ours, bench.targets["ours"], scale, work) if scale.profile_s else None
     )
     mem = memory(bench.pool, ours, bench.targets["ours"], scale)
-    return {"capacity": caps, "memory": mem, "profile": prof}
+    _stop(running, "ours")  # the overload serves a model of its own, on servers of its own
+    over = overload(bench.pool, work, scale, source)
+    return {"capacity": caps, "memory": mem, "profile": prof, "overload": over}
