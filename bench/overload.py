@@ -1,11 +1,12 @@
 """Overload: what our server does when offered twice what it can serve, with its queue bounded
 (`--max-queue`) and with a bound no load here reaches.
 
-The queue only matters where the model is what saturates. With the shipped actor a call of 1024
-observations spends a tenth of its time in the model, so the event loop (gRPC, parsing) is full
-first and requests wait inside gRPC, before the batcher's queue, which then never fills. So this
-section serves `bench.model.heavy` (two 1024-unit layers, as tests/test_server_faults.py does)
-and compares every figure with that model's own time per call, in process.
+The queue is where requests wait when the model is what saturates, as on a real inference
+server. With the shipped actor a call of 1024 observations spends a tenth of its time in the
+model: at twice its rate gRPC and the caller (one process, sharing the machine) would be what is
+measured. So this section serves `bench.model.heavy` (two 1024-unit layers, as
+tests/test_server_faults.py does) and compares every figure with that model's own time per call,
+in process.
 
 For the bounded server: its closed-loop capacity (2 callers through `bench.load`: one batch runs
 while the next forms, so the one model thread never idles). Then, for each server in turn, calls
