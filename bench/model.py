@@ -29,18 +29,36 @@ def actor(work: Path) -> tuple[Path, str]:
     hp = PRESETS["fast"]
     torch.manual_seed(0)
     net = Actor(hidden=hp.hidden, layers=hp.layers, std_param=hp.std_param, min_std=hp.min_std)
-    metadata = {
+    path = work / "actor.onnx"
+    export_actor(net, path, _metadata("bench"))
+    return path, (
+        f"an untrained actor of the shipped shape (`fast`: {hp.layers} x {hp.hidden} hidden), "
+        f"since {contract.SHIPPED_MODEL} is not built"
+    )
+
+
+def heavy(work: Path, hidden: int) -> Path:
+    """An actor of two `hidden`-unit layers (1024: ~2 MFLOP an observation), whose model call,
+    not gRPC, is what a server spends its time on, as on a real inference server: the shipped
+    actor's call over 1024 observations is a tenth of what the call costs around it."""
+    import torch
+
+    from trainer.networks import Actor
+    from trainer.onnx_graph import export_actor
+
+    torch.manual_seed(0)
+    path = work / f"heavy-{hidden}.onnx"
+    export_actor(Actor(hidden=hidden, layers=2, std_param="softplus"), path, _metadata("heavy"))
+    return path
+
+
+def _metadata(preset: str) -> dict[str, str]:
+    return {
         contract.META_FORMAT_VERSION: contract.FORMAT_VERSION,
         contract.META_ENV_ID: contract.ENV_ID,
         contract.META_OBS_SHAPE: json.dumps([contract.OBS_DIM]),
         contract.META_ACTION_SHAPE: json.dumps([contract.ACTION_DIM]),
         contract.META_ACTION_LOW: str(contract.ACTION_LOW),
         contract.META_ACTION_HIGH: str(contract.ACTION_HIGH),
-        contract.META_PRESET: "bench",
+        contract.META_PRESET: preset,
     }
-    path = work / "actor.onnx"
-    export_actor(net, path, metadata)
-    return path, (
-        f"an untrained actor of the shipped shape (`fast`: {hp.layers} x {hp.hidden} hidden), "
-        f"since {contract.SHIPPED_MODEL} is not built"
-    )

@@ -37,6 +37,14 @@ class Scale:
     )
     variant_callers: tuple[int, ...] = (64, 256)
     stream_callers: int = 64
+    # Overload (bench/overload.py): an actor whose model call dominates (bench.model.heavy),
+    # offered twice its closed-loop capacity, open loop, with the queue bounded and not.
+    overload_hidden: int = 1024  # units in each of its two hidden layers
+    overload_pendulums: int = 1024  # per `Act` call: ~22 ms of model here
+    overload_queue: int = 16384  # --max-queue: the server's default, 4 x --max-batch 4096
+    overload_capacity_s: float = 3.0  # the closed-loop capacity's window
+    overload_s: float = 5.0  # how long twice that rate is offered
+    overload_ort_calls: int = 400  # ort_floor times a batch a tenth as many times
 
 
 SMOKE = Scale(
@@ -58,4 +66,10 @@ SMOKE = Scale(
     variants=("echo-model", "ours-nobatch"),
     variant_callers=(4,),
     stream_callers=4,
+    overload_hidden=16,
+    overload_pendulums=64,
+    overload_queue=4096,  # the least --max-batch 4096 allows
+    overload_capacity_s=0.3,
+    overload_s=0.3,
+    overload_ort_calls=100,
 )

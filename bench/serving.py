@@ -5,7 +5,8 @@ Floors: onnxruntime called in-process (batch 1 and a big batch), and a bare grpc
 Every gRPC row goes through the same client stack (`bench.load`: the generated stub on a sync
 channel, callers as threads of one process, or spread over separate processes), and the echo and
 our server are measured back to back for each configuration, so that the background load of a
-shared machine hits both alike. `run(smoke=True)` is the tiny size `make test` runs.
+shared machine hits both alike. Last, `bench.overload` offers servers of a heavier model twice
+their capacity. `run(smoke=True)` is the tiny size `make test` runs.
 """
 
 from __future__ import annotations
@@ -23,55 +24,16 @@ import psutil
 from bench import load, report_serving, servers
 from bench import model as bench_model
 from bench.capacity import capacity
+from bench.floor import ort_floor
 from bench.load import Job, Pool
+from bench.overload import overload
 from bench.scale import SMOKE, Scale
 from bench.servers import Served
 from bench.targets import targets_of
 from bench.under_load import memory, profile
-from swingup import contract
 
 QUANTILES = np.linspace(0.0, 100.0, 201)
 METHODS: tuple[load.Method, ...] = ("unary", "stream")
-
-
-# --- the in-process floor ---------------------------------------------------------------------
-
-
-def ort_floor(model: Path, batches: tuple[int, ...], calls: int) -> list[dict[str, Any]]:
-    """onnxruntime's own time per call, with its default options and with ours."""
-    import onnxruntime as ort
-
-    def ours() -> Any:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        return options
-
-    rows = []
-    for name, options in (("default", ort.SessionOptions()), ("1 thread, no spinning", ours())):
-        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        for batch in batches:
-            obs = np.array(load.observations(batch, 0), dtype=np.float32).reshape(batch, -1)
-            n = max(10, calls if batch == 1 else calls // 10)
-            for _ in range(min(n, 50)):
-                session.run(None, {contract.INPUT_NAME: obs})
-            times = np.empty(n)
-            for i in range(n):
-                start = time.perf_counter()
-                session.run(None, {contract.INPUT_NAME: obs})
-                times[i] = time.perf_counter() - start
-            rows.append(
-                {
-                    "options": name,
-                    "batch": batch,
-                    "p50_us": float(np.median(times) * 1e6),
-                    "p99_us": float(np.percentile(times, 99) * 1e6),
-                    "actions_per_s": batch / float(np.mean(times)),
-                }
-            )
-    return rows
 
 
 # --- rows over gRPC -----------------------------------------------------------------------------
@@ -277,7 +239,7 @@ def run(
             targets = {name: served.wait() for name, served in running.items()}
             with Pool(scale.processes) as pool:
                 bench = Bench(scale, pool, running, targets)
-                result = _measure_all(bench, running, model, scale, work)
+                result = _measure_all(bench, running, model, scale, work, source)
         finally:
             for served in running.values():
                 served.stop()
@@ -303,7 +265,12 @@ def run(
 
 
 def _measure_all(
-    bench: Bench, running: dict[str, Served], model: Path, scale: Scale, work: Path
+    bench: Bench,
+    running: dict[str, Served],
+    model: Path,
+    scale: Scale,
+    work: Path,
+    source: Path | None,
 ) -> dict[str, Any]:
     procs = scale.processes
     latency_rows(bench, "echo", ["ours", *scale.variants])
@@ -327,4 +294,6 @@ def _measure_all(
         profile(bench.pool, ours, bench.targets["ours"], scale, work) if scale.profile_s else None
     )
     mem = memory(bench.pool, ours, bench.targets["ours"], scale)
-    return {"capacity": caps, "memory": mem, "profile": prof}
+    _stop(running, "ours")  # the overload serves a model of its own, on servers of its own
+    over = overload(bench.pool, work, scale, source)
+    return {"capacity": caps, "memory": mem, "profile": prof, "overload": over}

@@ -102,3 +102,32 @@ def memory(result: dict[str, Any], path: Path) -> bool:
     ax.grid(alpha=0.3)
     _save(fig, path)
     return True
+
+
+def overload(result: dict[str, Any], path: Path) -> bool:
+    """Each overload call's latency against when it was sent, answered and refused apart."""
+    over = result.get("overload")
+    if not over or not over["runs"]:
+        return False
+    plt = _pyplot()
+    runs = over["runs"]
+    fig, axes = plt.subplots(1, len(runs), figsize=(12, 4), sharey=True, squeeze=False)
+    for ax, (name, run) in zip(axes[0], runs.items(), strict=True):
+        for code, style, label in (("OK", "o", "answered"), ("RESOURCE_EXHAUSTED", "x", "refused")):
+            points = [(t, ms) for t, c, ms in run["calls"] if c == code]
+            if points:
+                t, ms = zip(*points, strict=True)
+                ax.plot(t, ms, style, markersize=3, label=f"{label} ({len(points)})")
+        others = [(t, ms) for t, c, ms in run["calls"] if c not in ("OK", "RESOURCE_EXHAUSTED")]
+        if others:
+            t, ms = zip(*others, strict=True)
+            ax.plot(t, ms, "s", markersize=4, label=f"other status ({len(others)})")
+        ax.axhline(over["model_ms"], color="grey", linestyle="--", label="model, in process")
+        ax.set_yscale("log")
+        ax.set_xlabel("seconds into the overload (when the call was sent)")
+        ax.set_title(f"{name} queue, {run['offered_per_s']:.0f} calls/s offered")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0][0].set_ylabel("latency (ms, log)")
+    _save(fig, path)
+    return True

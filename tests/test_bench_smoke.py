@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 from support import Reference, observations
 
-from bench import report, servers, serving, under_load
+from bench import overload, report, servers, serving, under_load
 from swingup.v1 import policy_pb2 as pb
 from swingup.v1 import policy_pb2_grpc
 
@@ -32,7 +32,19 @@ def test_the_serving_harness_writes_its_report(model_path: Path, tmp_path: Path)
     assert latency and all(row["rounds"] == 2 and row["calls"] > 0 for row in latency)
     assert {"ours unary", "ours stream", "echo unary", "echo stream"} <= set(saved["capacity"])
     assert saved["memory"]["samples"]
-    for png in ("serving-latency.png", "serving-throughput.png", "serving-memory.png"):
+    # The overload section: both servers, each call counted once, the calls after it answered.
+    # Not "no other status": at thousands of calls a second gRPC can end some CANCELLED before
+    # they reach the server's handler (tests/test_server_faults.py checks the statuses).
+    assert "### Overload" in page
+    runs = saved["overload"]["runs"]
+    assert set(runs) == {"bounded", "unbounded"}
+    for run in runs.values():
+        assert run["sent"] == len(run["calls"]) > 0
+        assert run["answered"] + run["refused"] + sum(run["other"].values()) == run["sent"]
+        assert run["recovered"] and len(run["recovery"]) == overload.RECOVERY_CALLS
+    assert runs["unbounded"]["refused"] == 0  # the queue no load here reaches refuses nothing
+    pngs = ("serving-latency.png", "serving-throughput.png", "serving-memory.png")
+    for png in (*pngs, "serving-overload.png"):
         assert (tmp_path / png).stat().st_size > 1000
         assert f"({png})" in page
 
