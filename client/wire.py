@@ -232,15 +232,28 @@ _REFUSED = "Connection refused"
 _UNRESOLVED = ("errors resolving", "DNS resolution failed", "Domain name not found")
 
 
+# What a call gets when gRPC core on the server cancels it unread: past ~1 000 calls waiting
+# for the server to take them (grpc.server.max_pending_requests; always past 3 000), it drops
+# new ones, with no more words than this. The client's own cancellations say otherwise.
+SHED = "CANCELLED"
+
+
 def hint(
     code: grpc.StatusCode, details: str, credentials: Credentials, timeout: float | None = None
 ) -> str:
     """What an UNAVAILABLE probably means, for the error message, from gRPC's details: nothing
     listening, a name that does not resolve, else a TLS mismatch. Nothing when a server said it
     is stopping (a stream's end in its lame duck, server.streams): one answered. gRPC's own
-    DEADLINE_EXCEEDED ("Deadline Exceeded") gets the deadline that passed."""
+    DEADLINE_EXCEEDED ("Deadline Exceeded") gets the deadline that passed, and a call the
+    server's gRPC shed unread (a bare CANCELLED) says the server is overloaded."""
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and details == "Deadline Exceeded" and timeout:
         return f" (no reply within {timeout:g} s: is the server busy, stopped or out of reach?)"
+    if code == grpc.StatusCode.CANCELLED and details == SHED:
+        return (
+            " (the server shed the call before running it: more calls waited than it takes in, "
+            "so it is overloaded; back off, send many pendulums per call or a stream, or add "
+            "replicas)"
+        )
     if code != grpc.StatusCode.UNAVAILABLE or details.startswith(SERVER_STOPPING):
         return ""
     if _REFUSED in details:
