@@ -3,11 +3,12 @@ the JSON) and its plots (drawn from the JSON when the page is rendered)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
+from bench.numbers import figure, num, ratio
 from bench.report import machine_lines
+from bench.report_overload import overload_lines
 from bench.targets import targets_of
 
 LATENCY_PNG = "serving-latency.png"
@@ -128,24 +129,6 @@ FINDINGS = [
 ]
 
 
-def _f(value: float, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:,.{digits}f}"
-
-
-def _figure(value: float) -> str:
-    """Two decimals for a latency or a MiB, none for a count or a rate in thousands."""
-    whole = isinstance(value, int) or abs(value) >= 1000 or float(value).is_integer()
-    return _f(value, 0 if whole else 2)
-
-
-def _ratio(value: float | None, floor: float | None) -> str:
-    if not value or not floor or math.isnan(value) or math.isnan(floor):
-        return "-"
-    return f"{value / floor:.2f}x"
-
-
 def _of(row: dict[str, Any] | None, key: str) -> float | None:
     return None if row is None else float(row[key])
 
@@ -168,7 +151,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
     lines += _variants(rows, procs)
     lines += _big_batch(result, rows)
     lines += _capacity(result)
-    lines += _overload(result)
+    lines += overload_lines(result)
     lines += _memory(result)
     lines += _profile(result)
     return lines
@@ -226,9 +209,9 @@ def _targets(result: dict[str, Any]) -> list[str]:
         "|---|---:|---:|---:|:---:|",
     ]
     for t in targets_of(result):  # from the figures, so a re-rendered report reads them anew
-        floor = t.get("floor_text") or _figure(t["floor"])
+        floor = t.get("floor_text") or figure(t["floor"])
         lines.append(
-            f"| {t['target']} | {_figure(t['ours'])} | {floor} | {_f(t['ratio'])}x | "
+            f"| {t['target']} | {figure(t['ours'])} | {floor} | {num(t['ratio'])}x | "
             f"{'yes' if t['met'] else '**no**'} |"
         )
     return [*lines, ""]
@@ -243,8 +226,8 @@ def _floors(result: dict[str, Any]) -> list[str]:
     ]
     for f in result["floors"]:
         lines.append(
-            f"| {f['options']} | {f['batch']} | {_f(f['p50_us'], 1)} | {_f(f['p99_us'], 1)} | "
-            f"{_f(f['actions_per_s'], 0)} |"
+            f"| {f['options']} | {f['batch']} | {num(f['p50_us'], 1)} | {num(f['p99_us'], 1)} | "
+            f"{num(f['actions_per_s'], 0)} |"
         )
     return [*lines, ""]
 
@@ -268,10 +251,10 @@ def _latency(rows: list[dict[str, Any]]) -> list[str]:
             if row.get("client") == "library":
                 who += ", called through `PolicyClient` (not the bare stub)"
             lines.append(
-                f"| {who} | {call} | {_f(row['p50_ms'], 3)} | "
-                f"{_f(row['p99_ms'], 3)} | {_ratio(row['p50_ms'], _of(echo, 'p50_ms'))} | "
-                f"{_ratio(row['p99_ms'], _of(echo, 'p99_ms'))} | {_f(row['server_cpu_us'], 0)} | "
-                f"{_ratio(row['server_cpu_us'], _of(echo, 'server_cpu_us'))} |"
+                f"| {who} | {call} | {num(row['p50_ms'], 3)} | "
+                f"{num(row['p99_ms'], 3)} | {ratio(row['p50_ms'], _of(echo, 'p50_ms'))} | "
+                f"{ratio(row['p99_ms'], _of(echo, 'p99_ms'))} | {num(row['server_cpu_us'], 0)} | "
+                f"{ratio(row['server_cpu_us'], _of(echo, 'server_cpu_us'))} |"
             )
     return [*lines, ""]
 
@@ -292,10 +275,10 @@ def _model_share(rows: list[dict[str, Any]]) -> list[str]:
         if echo is None or model is None or ours is None:
             return []
         lines.append(
-            f"- {call}: p50 of the echo + the model {_ratio(model['p50_ms'], echo['p50_ms'])} "
-            f"the echo's, ours {_ratio(ours['p50_ms'], model['p50_ms'])} the echo + the "
-            f"model's. Server CPU a call: echo {_f(echo['server_cpu_us'], 0)} us, echo + the "
-            f"model {_f(model['server_cpu_us'], 0)} us, ours {_f(ours['server_cpu_us'], 0)} us."
+            f"- {call}: p50 of the echo + the model {ratio(model['p50_ms'], echo['p50_ms'])} "
+            f"the echo's, ours {ratio(ours['p50_ms'], model['p50_ms'])} the echo + the "
+            f"model's. Server CPU a call: echo {num(echo['server_cpu_us'], 0)} us, echo + the "
+            f"model {num(model['server_cpu_us'], 0)} us, ours {num(ours['server_cpu_us'], 0)} us."
         )
     return [*lines, ""]
 
@@ -315,12 +298,12 @@ def _throughput(rows: list[dict[str, Any]], callers: list[int], procs: int) -> l
             if not echo or not ours:
                 continue
             lines.append(
-                f"| {n} | {ours['clients']} | {_f(echo['calls_per_s'], 0)} | "
-                f"{_f(ours['calls_per_s'], 0)} | {_ratio(ours['calls_per_s'], echo['calls_per_s'])}"
-                f" | {_f(echo['p99_ms'])} | {_f(ours['p99_ms'])} | "
-                f"{_f(echo['server_cpu_us'], 0)}, {_f(ours['server_cpu_us'], 0)} "
-                f"({_ratio(ours['server_cpu_us'], echo['server_cpu_us'])}) | "
-                f"{_f(ours['client_cpu_us'], 0)} |"
+                f"| {n} | {ours['clients']} | {num(echo['calls_per_s'], 0)} | "
+                f"{num(ours['calls_per_s'], 0)} | {ratio(ours['calls_per_s'], echo['calls_per_s'])}"
+                f" | {num(echo['p99_ms'])} | {num(ours['p99_ms'])} | "
+                f"{num(echo['server_cpu_us'], 0)}, {num(ours['server_cpu_us'], 0)} "
+                f"({ratio(ours['server_cpu_us'], echo['server_cpu_us'])}) | "
+                f"{num(ours['client_cpu_us'], 0)} |"
             )
     return [*lines, ""]
 
@@ -346,11 +329,11 @@ def _variants(rows: list[dict[str, Any]], procs: int) -> list[str]:
         )
         lines.append(
             f"| {name_of(row['server'])} | {row['method']} | {row['callers']} | "
-            f"{_f(row['calls_per_s'], 0)} | "
-            f"{_ratio(row['calls_per_s'], _of(echo, 'calls_per_s'))} | "
-            f"{_f(row['p50_ms'])} | {_f(row['p99_ms'])} | {row['errors']} | "
-            f"{_f(row['server_cpu_us'], 0)} | "
-            f"{_ratio(row['server_cpu_us'], _of(echo, 'server_cpu_us'))} |"
+            f"{num(row['calls_per_s'], 0)} | "
+            f"{ratio(row['calls_per_s'], _of(echo, 'calls_per_s'))} | "
+            f"{num(row['p50_ms'])} | {num(row['p99_ms'])} | {row['errors']} | "
+            f"{num(row['server_cpu_us'], 0)} | "
+            f"{ratio(row['server_cpu_us'], _of(echo, 'server_cpu_us'))} |"
         )
     return [*lines, ""]
 
@@ -369,15 +352,15 @@ def _big_batch(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     ]
     for row in big:
         lines.append(
-            f"| {name_of(row['server'])} | {_f(row['calls_per_s'], 0)} | "
-            f"{_f(row['actions_per_s'], 0)} | "
-            f"{_ratio(row['actions_per_s'], _of(echo, 'actions_per_s'))} | "
-            f"{_f(row['p50_ms'], 3)} | {_f(row['p99_ms'], 3)} |"
+            f"| {name_of(row['server'])} | {num(row['calls_per_s'], 0)} | "
+            f"{num(row['actions_per_s'], 0)} | "
+            f"{ratio(row['actions_per_s'], _of(echo, 'actions_per_s'))} | "
+            f"{num(row['p50_ms'], 3)} | {num(row['p99_ms'], 3)} |"
         )
     for f in ort:
         lines.append(
-            f"| onnxruntime in-process ({f['options']}) | - | {_f(f['actions_per_s'], 0)} | - | "
-            f"{_f(f['p50_us'] / 1e3, 3)} | {_f(f['p99_us'] / 1e3, 3)} |"
+            f"| onnxruntime in-process ({f['options']}) | - | {num(f['actions_per_s'], 0)} | - | "
+            f"{num(f['p50_us'] / 1e3, 3)} | {num(f['p99_us'] / 1e3, 3)} |"
         )
     return [*lines, ""]
 
@@ -401,89 +384,14 @@ def _capacity(result: dict[str, Any]) -> list[str]:
         server, method = key.split(" ")
         echo = caps.get(f"echo {method}")
         probes = ", ".join(
-            f"{p['callers']}: {_f(p['p99_ms'], 1)}{'' if p['ok'] else ' x'}" for p in cap["probes"]
+            f"{p['callers']}: {num(p['p99_ms'], 1)}{'' if p['ok'] else ' x'}" for p in cap["probes"]
         )
         lines.append(
             f"| {name_of(server)} | {method} | {cap['pendulums']} | "
-            f"{_ratio(cap['pendulums'], _of(echo, 'pendulums'))} | "
+            f"{ratio(cap['pendulums'], _of(echo, 'pendulums'))} | "
             f"{cap['first_failing'] or '-'} | {cap['bounded_by']} | {probes} |"
         )
     return [*lines, "(x: the probe failed)", ""]
-
-
-def _overload(result: dict[str, Any]) -> list[str]:
-    over = result.get("overload")
-    if not over:  # results from before the section
-        return []
-    model_ms, cap = over["model_ms"], over["capacity"]
-    rows, runs = over["pendulums"], over["runs"]
-    floor_per_s = 1e3 / model_ms
-    rate = next(iter(runs.values()))["offered_per_s"]
-    lines = [
-        "### Overload: twice capacity, the queue bounded and not",
-        "",
-        f"An actor of two {over['hidden']}-unit hidden layers (`bench.model.heavy`, as the "
-        "overload test serves), so that the model, not gRPC, is what saturates and the "
-        "batcher's queue is where requests wait, as on a real inference server (the shipped "
-        "actor's call over 1024 observations is a tenth of what the call costs around it: "
-        "there gRPC and the caller, which shares the machine, would be what is measured). "
-        f"{rows} pendulums per `Act`. Floor: the model's own "
-        f"time per call of {rows} observations in process (onnxruntime with the server's "
-        f"options, 1 thread, no spinning), p50 {_f(model_ms, 1)} ms, so at most "
-        f"{_f(floor_per_s, 1)} calls/s.",
-        "",
-        f"Closed-loop capacity ({cap['callers']} callers, `bench.load`): "
-        f"**{_f(cap['calls_per_s'], 1)} calls/s** ({_ratio(cap['calls_per_s'], floor_per_s)} "
-        f"the floor's), p50 {_f(cap['p50_ms'], 1)} ms, {cap['errors']} errors. Then calls "
-        f"sent open loop at twice that, {_f(rate, 1)} calls/s for {_f(over['duration_s'], 0)} "
-        "s, whatever the answers (grpc.aio, one channel, no retries), to each server in turn; "
-        "once every call has ended, "
-        f"{len(next(iter(runs.values()))['recovery'])} calls one after another (recovery). "
-        "Ratios are to the model's time per call.",
-        "",
-        "| queue | sent/s | sent | answered | answered/s | / capacity | answered p50 (ms) | "
-        "p99 (ms) | p50 / model | p99 / model | refused | refused p50 (ms) | p99 (ms) | "
-        "other statuses | drain (s) | next calls |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
-    ]
-    for name, run in runs.items():
-        queue = (
-            f"bounded, --max-queue {run['max_queue']:,} ({run['max_queue'] // rows} calls)"
-            if name == "bounded"
-            else f"unbounded, --max-queue {run['max_queue']:,}"
-        )
-        other = ", ".join(f"{code} {n}" for code, n in run["other"].items()) or "none"
-        lines.append(
-            f"| {queue} | {_f(run['sent_per_s'], 1)} | {run['sent']} | {run['answered']} | "
-            f"{_f(run['answered_per_s'], 1)} | "
-            f"{_ratio(run['answered_per_s'], cap['calls_per_s'])} | "
-            f"{_f(run['answered_p50_ms'], 1)} | {_f(run['answered_p99_ms'], 1)} | "
-            f"{_ratio(run['answered_p50_ms'], model_ms)} | "
-            f"{_ratio(run['answered_p99_ms'], model_ms)} | {run['refused']} | "
-            f"{_f(run['refused_p50_ms'], 2)} | {_f(run['refused_p99_ms'], 2)} | {other} | "
-            f"{_f(run['drain_s'], 2)} | {_recovery(run, model_ms)} |"
-        )
-    return [
-        *lines,
-        "",
-        "Drain: from the last call sent to the last call ended. A bounded queue caps how long "
-        "an answered call waits (about the queue's worth of model calls) and refuses the rest "
-        "at once; without a bound nothing is refused and every answer waits behind the whole "
-        "backlog, which grows for as long as the overload lasts.",
-        "",
-    ]
-
-
-def _recovery(run: dict[str, Any], model_ms: float) -> str:
-    calls = run["recovery"]
-    answered = [c["latency_ms"] for c in calls if c["code"] == "OK"]
-    if not answered:
-        return f"0/{len(calls)} answered"
-    worst = max(answered)
-    return (
-        f"{len(answered)}/{len(calls)} answered, slowest {_f(worst, 1)} ms "
-        f"({_ratio(worst, model_ms)})"
-    )
 
 
 def _memory(result: dict[str, Any]) -> list[str]:
@@ -495,9 +403,9 @@ def _memory(result: dict[str, Any]) -> list[str]:
         "",
         f"Server RSS through {mem['duration_s']:.0f} s of {mem['callers']} closed-loop `Act` "
         f"callers ({mem['calls']:,} calls, {mem['errors']} errors): start "
-        f"{_f(mem['start_mib'], 1)} MiB, end {_f(mem['end_mib'], 1)} MiB, max "
-        f"{_f(mem['max_mib'], 1)} MiB; growth {_f(mem['growth_mib'], 1)} MiB "
-        f"({_growth_rule(mem)}; fitted slope {_f(mem['slope_mib_per_min'], 2)} MiB/min).",
+        f"{num(mem['start_mib'], 1)} MiB, end {num(mem['end_mib'], 1)} MiB, max "
+        f"{num(mem['max_mib'], 1)} MiB; growth {num(mem['growth_mib'], 1)} MiB "
+        f"({_growth_rule(mem)}; fitted slope {num(mem['slope_mib_per_min'], 2)} MiB/min).",
         "",
     ]
 
@@ -520,7 +428,7 @@ def _profile(result: dict[str, Any]) -> list[str]:
         "",
         f"py-spy `--native` at 200 Hz over our server: {prof['samples']} busy samples, "
         f"{prof['busy_cores']:.2f} cores busy on average (waits in epoll/futex excluded), "
-        f"{_f(prof['calls_per_s_while_sampled'], 0)} calls/s while sampled. Each sample is "
+        f"{num(prof['calls_per_s_while_sampled'], 0)} calls/s while sampled. Each sample is "
         "charged to its innermost frame's category:",
         "",
         "| where | share of busy samples |",
