@@ -46,6 +46,7 @@ CAPACITY_CALLERS = 2
 UNBOUNDED = 2**31 - 1  # --max-queue in observations: ~2 million requests of 1024
 FLOOR_OPTIONS = "1 thread, no spinning"  # the session options the server runs the model with
 REFUSED = grpc.StatusCode.RESOURCE_EXHAUSTED.name
+BURST_TIMEOUT_S = 60.0  # far past what a burst takes here: every call ends answered or shed
 NO_RETRIES = [("grpc.enable_retries", 0)]  # a refusal is what is measured, not a retry of it
 
 
@@ -82,6 +83,32 @@ def overload(pool: Pool, work: Path, scale: Scale, source: Path | None = None) -
         "capacity": capacity,
         "runs": runs,
     }
+
+
+def burst(targets: dict[str, str], calls: int) -> dict[str, Any]:
+    """`calls` one-pendulum `Act` calls sent at once to each server, then one more: past ~1 000
+    calls waiting for a server to take them, gRPC core sheds new ones (CANCELLED) before any
+    handler sees them. The echo, with nothing of ours, is the floor of what is shed."""
+    request = pb.ActRequest(obs=load.observations(1, 0))
+    found = {}
+    for name, target in targets.items():
+        sent, after = asyncio.run(_burst(target, request, calls))
+        shed = sum(c.code == grpc.StatusCode.CANCELLED.name for c in sent)
+        found[name] = {**summary(sent), "shed": shed, "next_call": after.code}
+    return {"calls": calls, "servers": found}
+
+
+async def _burst(target: str, request: pb.ActRequest, calls: int) -> tuple[list[Call], Call]:
+    async with grpc.aio.insecure_channel(target, options=NO_RETRIES) as channel:
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        await asyncio.wait_for(channel.channel_ready(), 10.0)
+        for _ in range(WARMUP_CALLS):
+            await stub.Act(request, timeout=BURST_TIMEOUT_S)
+        begin = time.monotonic()
+        sent = await asyncio.gather(
+            *(_call(stub, request, BURST_TIMEOUT_S, begin) for _ in range(calls))
+        )
+        return list(sent), await _call(stub, request, BURST_TIMEOUT_S, begin)
 
 
 def closed_loop_capacity(pool: Pool, target: str, scale: Scale) -> dict[str, Any]:

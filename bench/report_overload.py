@@ -80,3 +80,37 @@ def _recovery(run: dict[str, Any], model_ms: float) -> str:
         f"{len(answered)}/{len(calls)} answered, slowest {num(worst, 1)} ms "
         f"({ratio(worst, model_ms)})"
     )
+
+
+def burst_lines(result: dict[str, Any]) -> list[str]:
+    found = result.get("burst")
+    if not found:  # results from before the burst
+        return []
+    servers = found["servers"]
+    echo = servers["echo"]
+    lines = [
+        "### A burst past gRPC's intake",
+        "",
+        f"{found['calls']:,} one-pendulum `Act` calls sent at once on one channel (grpc.aio, no "
+        "retries), then one more, to the echo (the floor) and to ours (the shipped actor). "
+        "Cheap calls wait in gRPC core until the server's loop takes them, one at a time, "
+        "before any code of ours sees them; past about 1 000 waiting gRPC sheds new calls "
+        "at random (all past 3 000), as CANCELLED with no message (`PolicyClient` adds that "
+        "the server is overloaded). Ratios are to the echo.",
+        "",
+        "| server | answered | shed (CANCELLED) | / echo's | other statuses | answered p50 (ms) | "
+        "p99 (ms) | p50 / echo's | next call |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---|",
+    ]
+    for name, row in servers.items():
+        other = {code: n for code, n in row["other"].items() if code != "CANCELLED"}
+        other_text = ", ".join(f"{code} {n}" for code, n in other.items()) or "none"
+        if row["refused"]:
+            other_text += f"; RESOURCE_EXHAUSTED {row['refused']}"
+        lines.append(
+            f"| {name} | {row['answered']:,} | {row['shed']:,} | "
+            f"{ratio(row['shed'], echo['shed'])} | {other_text} | "
+            f"{num(row['answered_p50_ms'], 1)} | {num(row['answered_p99_ms'], 1)} | "
+            f"{ratio(row['answered_p50_ms'], echo['answered_p50_ms'])} | {row['next_call']} |"
+        )
+    return [*lines, ""]

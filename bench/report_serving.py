@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.numbers import figure, num, ratio
 from bench.report import machine_lines
-from bench.report_overload import overload_lines
+from bench.report_overload import burst_lines, overload_lines
 from bench.targets import targets_of
 
 LATENCY_PNG = "serving-latency.png"
@@ -152,6 +152,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
     lines += _big_batch(result, rows)
     lines += _capacity(result)
     lines += overload_lines(result)
+    lines += burst_lines(result)
     lines += _memory(result)
     lines += _profile(result)
     return lines

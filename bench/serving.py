@@ -26,7 +26,7 @@ from bench import model as bench_model
 from bench.capacity import capacity
 from bench.floor import ort_floor
 from bench.load import Job, Pool
-from bench.overload import overload
+from bench.overload import burst, overload
 from bench.scale import SMOKE, Scale
 from bench.servers import Served
 from bench.targets import targets_of
@@ -288,6 +288,7 @@ def _measure_all(
         for method in METHODS
         for server in ("echo", "ours")
     }
+    shed = burst({name: bench.targets[name] for name in ("echo", "ours")}, scale.burst_calls)
     _stop(running, "echo")
     ours = running["ours"]
     prof = (
@@ -296,4 +297,4 @@ def _measure_all(
     mem = memory(bench.pool, ours, bench.targets["ours"], scale)
     _stop(running, "ours")  # the overload serves a model of its own, on servers of its own
     over = overload(bench.pool, work, scale, source)
-    return {"capacity": caps, "memory": mem, "profile": prof, "overload": over}
+    return {"capacity": caps, "memory": mem, "profile": prof, "overload": over, "burst": shed}

@@ -43,6 +43,13 @@ def test_the_serving_harness_writes_its_report(model_path: Path, tmp_path: Path)
         assert run["answered"] + run["refused"] + sum(run["other"].values()) == run["sent"]
         assert run["recovered"] and len(run["recovery"]) == overload.RECOVERY_CALLS
     assert runs["unbounded"]["refused"] == 0  # the queue no load here reaches refuses nothing
+    # The burst: both servers, every call answered or shed, the next one answered.
+    assert "### A burst past gRPC's intake" in page
+    bursts = saved["burst"]["servers"]
+    assert set(bursts) == {"echo", "ours"}
+    for row in bursts.values():
+        assert row["sent"] == saved["burst"]["calls"] == row["answered"] + row["shed"]
+        assert row["next_call"] == "OK"
     pngs = ("serving-latency.png", "serving-throughput.png", "serving-memory.png")
     for png in (*pngs, "serving-overload.png"):
         assert (tmp_path / png).stat().st_size > 1000
