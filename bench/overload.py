@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import math
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,11 +101,7 @@ def burst(targets: dict[str, str], calls: int) -> dict[str, Any]:
 
 
 async def _burst(target: str, request: pb.ActRequest, calls: int) -> tuple[list[Call], Call]:
-    async with grpc.aio.insecure_channel(target, options=NO_RETRIES) as channel:
-        stub = policy_pb2_grpc.PolicyServiceStub(channel)
-        await asyncio.wait_for(channel.channel_ready(), 10.0)
-        for _ in range(WARMUP_CALLS):
-            await stub.Act(request, timeout=BURST_TIMEOUT_S)
+    async with _warmed(target, request, BURST_TIMEOUT_S) as stub:
         begin = time.monotonic()
         sent = await asyncio.gather(
             *(_call(stub, request, BURST_TIMEOUT_S, begin) for _ in range(calls))
@@ -176,14 +174,21 @@ def _ms(latencies: list[float], q: float) -> float:
     return float(np.percentile(latencies, q) * 1e3) if latencies else math.nan
 
 
-async def _drive(
-    target: str, request: pb.ActRequest, rate: float, count: int, timeout_s: float
-) -> tuple[list[Call], float, list[Call]]:
+@contextlib.asynccontextmanager
+async def _warmed(target: str, request: pb.ActRequest, timeout_s: float) -> AsyncIterator[Stub]:
+    """A stub on a fresh channel without retries, once the server answered WARMUP_CALLS."""
     async with grpc.aio.insecure_channel(target, options=NO_RETRIES) as channel:
         stub = policy_pb2_grpc.PolicyServiceStub(channel)
         await asyncio.wait_for(channel.channel_ready(), 10.0)
         for _ in range(WARMUP_CALLS):
             await stub.Act(request, timeout=timeout_s)
+        yield stub
+
+
+async def _drive(
+    target: str, request: pb.ActRequest, rate: float, count: int, timeout_s: float
+) -> tuple[list[Call], float, list[Call]]:
+    async with _warmed(target, request, timeout_s) as stub:
         begin = time.monotonic()
         sending = []
         for k in range(count):
