@@ -99,7 +99,9 @@ def run(config: ServeConfig) -> int:
 def load_model(config: ServeConfig) -> Reloader:
     """The highest valid version of --model, loaded and checked (ModelError if none is)."""
     path = config.model_path()
-    reloader = Reloader(path, config.device, on_swap=lambda runtime: None)
+    reloader = Reloader(
+        path, config.device, on_swap=lambda runtime: None, threads=config.intra_op_threads
+    )
     runtime = reloader.load_first()
     log.info(
         "model loaded: %s, version %s, %d metadata keys",
@@ -108,7 +110,8 @@ def load_model(config: ServeConfig) -> Reloader:
         len(runtime.metadata),
     )
     note = f" ({runtime.note})" if runtime.note else ""
-    log.info("execution provider %s%s", runtime.provider, note)
+    threads = config.intra_op_threads
+    log.info("execution provider %s, %d intra-op thread(s)%s", runtime.provider, threads, note)
     return reloader
 
 

@@ -21,6 +21,9 @@ MAX_BATCH_LIMIT = 65_536
 # Each worker is a process with its own model session and onnxruntime threads, all sharing the
 # machine's cores: far beyond one per core more workers only add memory and contention.
 MAX_WORKERS = 64
+# onnxruntime threads per session (each worker has its own): as with workers, far beyond the
+# cores they only contend.
+MAX_THREADS = 64
 # A window is a delay every lone request pays; past a second it outlasts any sensible deadline
 # (and GetModelInfo reports it as a uint32).
 MAX_WINDOW_US = 1_000_000
@@ -60,6 +63,12 @@ class ServeConfig:
         True,
         "coalesce concurrent requests into one model call (--no-batching: every request runs "
         "alone, in arrival order; --max-batch still bounds a request)",
+    )
+    intra_op_threads: int = option(
+        1,
+        "onnxruntime threads per model call, at most "
+        f"{MAX_THREADS}: 1 keeps the call on one core beside the event loop, best for the "
+        "shipped actor; more speed up a large model's big batches, taking cores from the loop",
     )
     workers: int = option(
         1,
@@ -136,6 +145,10 @@ class ServeConfig:
             raise UsageError(
                 f"--batch-window-us {self.batch_window_us}: must be between 0 and "
                 f"{MAX_WINDOW_US} (1 s): every lone request waits the window out"
+            )
+        if not 1 <= self.intra_op_threads <= MAX_THREADS:
+            raise UsageError(
+                f"--intra-op-threads {self.intra_op_threads}: must be between 1 and {MAX_THREADS}"
             )
         if not 1 <= self.workers <= MAX_WORKERS:
             raise UsageError(

@@ -133,9 +133,11 @@ class Reloader:
         device: Device,
         on_swap: Callable[[Runtime], None],
         on_refused: Callable[[Refusal], None] = lambda refusal: None,
+        threads: int = 1,
     ) -> None:
         self.path = path
         self.device = device
+        self.threads = threads  # onnxruntime's intra-op threads, for every version loaded
         self.on_swap = on_swap
         self.on_refused = on_refused
         self.current: Runtime | None = None
@@ -251,7 +253,7 @@ class Reloader:
         if candidate.stamp is None:
             raise ModelError(f"model file not found: {candidate.path}")
         try:
-            return Runtime.load(candidate.path, self.device, candidate.version)
+            return Runtime.load(candidate.path, self.device, candidate.version, self.threads)
         except ModelError:
             raise
         except Exception as exc:  # a file no check foresaw: refuse it, and keep serving

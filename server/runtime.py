@@ -55,10 +55,11 @@ def confirm_providers(device: Device, requested: Sequence[str], active: Sequence
     return f"device auto: {reason}"
 
 
-def session_options() -> ort.SessionOptions:
-    """One thread, no spinning: a call is microseconds and the event loop must keep its core."""
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """One thread by default, and no spinning: a call of the shipped actor is microseconds and
+    the event loop must keep its core. A large model's big batches gain from more threads."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -149,9 +150,12 @@ class Runtime:
         return self.providers[0]
 
     @classmethod
-    def load(cls, path: Path, device: Device, version: str | None = None) -> Runtime:
+    def load(
+        cls, path: Path, device: Device, version: str | None = None, threads: int = 1
+    ) -> Runtime:
         """Load and check `path`: the ONNX checker, the graph and metadata of the contract, and a
-        smoke inference. `version` names it (default: the first 12 hex digits of its SHA-256)."""
+        smoke inference. `version` names it (default: the first 12 hex digits of its SHA-256);
+        `threads` are onnxruntime's intra-op threads."""
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
         try:
@@ -160,7 +164,8 @@ class Runtime:
             raise ModelError(f"cannot read {path}: {exc.strerror}") from None
         requested, note = choose_providers(device, ort.get_available_providers())
         try:
-            session = ort.InferenceSession(data, session_options(), providers=requested)
+            options = session_options(threads)
+            session = ort.InferenceSession(data, options, providers=requested)
         except Exception as exc:  # onnxruntime raises its own unexported exception types
             reason = _first_line(exc)
             raise ModelError(f"cannot load {path} as an ONNX model: {reason}") from None

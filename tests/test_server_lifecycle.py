@@ -72,6 +72,7 @@ def test_without_the_shipped_model_the_default_is_one_line(tmp_path: Path) -> No
         (["--max-batch", "0"], "--max-batch 0"),
         (["--workers", "0"], "--workers 0"),
         (["--workers", "65"], "--workers 65: must be between 1 and 64"),
+        (["--intra-op-threads", "0"], "--intra-op-threads 0: must be between 1 and 64"),
         (["--batch-window-us", "-5"], "--batch-window-us -5"),
         (["--lame-duck-s", "-1"], "--lame-duck-s -1.0: must be >= 0"),
         (["--port", "70000"], "--port 70000"),
@@ -100,12 +101,14 @@ def test_the_largest_settings_serve(model_path: Path) -> None:
         "--idle-timeout-s", "2147483",
         "--max-message-bytes", "2147483647",
         "--watch-s", "0.01",
+        "--intra-op-threads", "64",
     ) as server:  # fmt: skip
         assert server.target is not None
         with PolicyClient(server.target) as client:
             assert client.info().batching.window_us == 1_000_000
             assert client.act(observations(2)).shape == (2, 1)
         assert server.stop() == 0
+    assert any("64 intra-op thread(s)" in line for line in server.lines)
 
 
 def test_bad_environment_variables_are_one_line(model_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 from support import TEST_METADATA, Reference, observations
 
 from server.errors import ModelError
+from server.models import Reloader
 from server.runtime import (
     CPU,
     CUDA,
@@ -104,6 +105,18 @@ def test_loaded_model_predicts_what_onnxruntime_does(
     assert runtime.provider == CPU
     assert runtime.version == hashlib.sha256(model_path.read_bytes()).hexdigest()[:12]
     assert runtime.metadata[contract.META_PRESET] == "test"
+
+
+def test_every_version_loads_with_the_threads_asked_for(
+    model_path: Path, reference: Reference
+) -> None:
+    reloader = Reloader(model_path, "cpu", on_swap=lambda runtime: None, threads=2)
+    runtime = reloader.load_first()
+    assert runtime.session.get_session_options().intra_op_num_threads == 2
+    obs = observations(1024)  # a batch big enough for onnxruntime to split it
+    for got, want in zip(runtime.predict(obs), reference(obs), strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert Runtime.load(model_path, "cpu").session.get_session_options().intra_op_num_threads == 1
 
 
 def _rewrite(source: Path, out: Path, metadata: dict[str, str]) -> Path:
