@@ -238,15 +238,19 @@ def check_target(target: str) -> None:
 # name (c-ares and the native resolver word it differently). Anything else may be TLS.
 _REFUSED = "Connection refused"
 _UNRESOLVED = ("errors resolving", "DNS resolution failed", "Domain name not found")
+# A server that died with the connection open (a plaintext client at a TLS server sees "Socket
+# closed" instead).
+_RESET = "Connection reset by peer"
 
 
 def hint(
     code: grpc.StatusCode, details: str, credentials: Credentials, timeout: float | None = None
 ) -> str:
     """What an UNAVAILABLE probably means, for the error message, from gRPC's details: nothing
-    listening, a name that does not resolve, else a TLS mismatch. Nothing when a server said it
-    is stopping (a stream's end in its lame duck, server.streams): one answered. gRPC's own
-    DEADLINE_EXCEEDED ("Deadline Exceeded") gets the deadline that passed."""
+    listening, a name that does not resolve, a server gone, else a TLS mismatch. Nothing when
+    a server said it is stopping (a stream's end in its lame duck, server.streams): one
+    answered. gRPC's own DEADLINE_EXCEEDED ("Deadline Exceeded") gets the deadline that
+    passed."""
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and details == "Deadline Exceeded" and timeout:
         return f" (no reply within {timeout:g} s: is the server busy, stopped or out of reach?)"
     if code != grpc.StatusCode.UNAVAILABLE or details.startswith(SERVER_STOPPING):
@@ -255,6 +259,8 @@ def hint(
         return " (nothing listens at the target: is the server running, on this host and port?)"
     if any(marker in details for marker in _UNRESOLVED):
         return " (the target's host name does not resolve)"
+    if _RESET in details:
+        return " (the server dropped the connection: did it stop or crash?)"
     if credentials.secure:
         return (
             " (no TLS handshake succeeded: is the server serving TLS with a certificate the "

@@ -136,6 +136,7 @@ def test_no_server_is_unavailable() -> None:
             with pytest.raises(PolicyError) as raised:
                 nobody.act(observations(1))
             assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+            assert raised.value.details.startswith(f"{target}: ")
             with pytest.raises(PolicyError, match=f"no server at {target}"):
                 nobody.wait_ready(timeout=0.2)
 
@@ -162,6 +163,12 @@ def test_no_server_is_unavailable() -> None:
             "no TLS handshake succeeded",
         ),
         ("failed to connect to all addresses; Socket closed", False, "if the server serves TLS"),
+        (
+            "connections to all backends failing; last error: UNAVAILABLE: ipv4:127.0.0.1:9: "
+            "recvmsg:Connection reset by peer (104)",
+            True,
+            "the server dropped the connection",
+        ),
         ("this server is stopping; go on with a new stream", False, ""),
     ],
 )
