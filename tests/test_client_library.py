@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import queue
 import socket
 import threading
@@ -297,6 +298,16 @@ def test_a_hung_replica_leaves_the_rotation(model_path: Path) -> None:
     # Calls sent to it before the pings found it failed; then 20 in a row were answered.
     assert outcomes[-20:] == ["OK"] * 20, outcomes
     assert set(outcomes) <= {"OK", "DEADLINE_EXCEEDED", "UNAVAILABLE"}, outcomes
+
+
+@pytest.mark.parametrize("client_class", [PolicyClient, AsyncPolicyClient])
+def test_the_default_keepalive_drops_a_hung_replica_within_the_default_deadline(
+    client_class: type[PolicyClient | AsyncPolicyClient],
+) -> None:
+    """Pings find a hung replica within two keepalive intervals: by default before the calls
+    waiting on it reach their deadline, so they are retried elsewhere (test_replica_faults)."""
+    timeout = inspect.signature(client_class).parameters["timeout"].default
+    assert timeout > 2 * wire.KEEPALIVE_S
 
 
 @pytest.mark.parametrize("client_class", [PolicyClient, AsyncPolicyClient])
