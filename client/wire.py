@@ -244,16 +244,18 @@ _UNRESOLVED = ("errors resolving", "DNS resolution failed", "Domain name not fou
 # A server that died with the connection open (a plaintext client at a TLS server sees "Socket
 # closed" instead).
 _RESET = "Connection reset by peer"
+# A connection dropped by keepalive (the server did not answer a ping in time).
+_PING_TIMEOUT = "ping timeout"
 
 
 def hint(
     code: grpc.StatusCode, details: str, credentials: Credentials, timeout: float | None = None
 ) -> str:
     """What an UNAVAILABLE probably means, for the error message, from gRPC's details: nothing
-    listening, a name that does not resolve, a server gone, else a TLS mismatch. Nothing when
-    a server said it is stopping (a stream's end in its lame duck, server.streams): one
-    answered. gRPC's own DEADLINE_EXCEEDED ("Deadline Exceeded") gets the deadline that
-    passed."""
+    listening, a name that does not resolve, a server gone or hung, else a TLS mismatch.
+    Nothing when a server said it is stopping (a stream's end in its lame duck,
+    server.streams): one answered. gRPC's own DEADLINE_EXCEEDED ("Deadline Exceeded") gets the
+    deadline that passed."""
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and details == "Deadline Exceeded" and timeout:
         return f" (no reply within {timeout:g} s: is the server busy, stopped or out of reach?)"
     if code != grpc.StatusCode.UNAVAILABLE or details.startswith(SERVER_STOPPING):
@@ -264,6 +266,8 @@ def hint(
         return " (the target's host name does not resolve)"
     if _RESET in details:
         return " (the server dropped the connection: did it stop or crash?)"
+    if _PING_TIMEOUT in details:
+        return " (the server stopped answering keepalive pings: does it hang, or its network?)"
     if credentials.secure:
         return (
             " (no TLS handshake succeeded: is the server serving TLS with a certificate the "

@@ -170,6 +170,7 @@ def test_no_server_is_unavailable() -> None:
             True,
             "the server dropped the connection",
         ),
+        ("Stream removed (ping timeout)", True, "the server stopped answering keepalive pings"),
         ("this server is stopping; go on with a new stream", False, ""),
     ],
 )
