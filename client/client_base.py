@@ -27,9 +27,15 @@ class ClientBase:
             raise PolicyError(grpc.StatusCode.FAILED_PRECONDITION, "the client is closed")
 
     def _error(self, exc: grpc.RpcError) -> PolicyError:
+        """The call's PolicyError, with a hint. A channel that reached no server says which
+        target: gRPC's details name only the address it tried last, of all a name has."""
         error = PolicyError.from_rpc(exc)
         extra = wire.hint(error.code, error.details, self.credentials, self.timeout)
-        return PolicyError(error.code, error.details + extra) if extra else error
+        if not extra:
+            return error
+        if error.code == grpc.StatusCode.UNAVAILABLE:
+            return PolicyError(error.code, f"{self.target}: {error.details}{extra}")
+        return PolicyError(error.code, error.details + extra)
 
     def _step_timeout(self, step_timeout: float | Default | None) -> float | None:
         """A stream step's deadline: by default the client's `timeout`, a call's."""

@@ -36,6 +36,8 @@ class PolicyClient(ClientBase):
     `credentials` choose TLS, a client certificate and a bearer token (default: plaintext).
     `keepalive_s` pings each connection that often while calls are open and drops one whose
     server does not answer within as long (a hung replica leaves the rotation); >= 1, None: off.
+    Below half of `timeout`, the drop comes before the deadline of the calls and stream steps
+    waiting on a hung replica, and they are retried or moved to another instead of failing.
     """
 
     def __init__(

@@ -60,8 +60,17 @@ SERVER_STOPPING = "this server is stopping"
 # its calls fail UNAVAILABLE (retried on another replica) and it is skipped until it answers a
 # new handshake. Our server accepts pings down to MIN_KEEPALIVE_S apart
 # (server.security.MIN_PING_INTERVAL_MS); more often, gRPC servers answer GOAWAY.
-KEEPALIVE_S = 10.0
+# The drop comes within twice the interval: at 2 s, before the default 5 s deadline of the calls
+# and stream steps waiting on the hung replica, so they are retried or moved instead of failing
+# (at 10 s each caller lost one or two 5 s deadlines to it; tests/test_replica_faults.py).
+KEEPALIVE_S = 2.0
 MIN_KEEPALIVE_S = 1.0
+
+# A replica that went away is dialled again with exponential backoff, by default up to 120 s
+# apart: one down for 40 s got calls again only 6-25 s after it was back up (measured), and with
+# the whole fleet down every call failed until then. Redialling at most this far apart costs a
+# refused connection; a restarted replica is back in the rotation within about this long.
+MAX_RECONNECT_BACKOFF_S = 2.0
 
 
 def keepalive_problem(keepalive_s: float) -> str | None:
@@ -72,10 +81,12 @@ def keepalive_problem(keepalive_s: float) -> str | None:
 
 
 def channel_options(keepalive_s: float | None = KEEPALIVE_S) -> list[tuple[str, Any]]:
-    """The service config (retries, round robin, health) and keepalive (None: no pings)."""
+    """The service config (retries, round robin, health), the reconnect backoff's bound and
+    keepalive (None: no pings)."""
     options: list[tuple[str, Any]] = [
         ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
         ("grpc.enable_retries", 1),
+        ("grpc.max_reconnect_backoff_ms", round(MAX_RECONNECT_BACKOFF_S * 1000)),
     ]
     if keepalive_s is not None:
         problem = keepalive_problem(keepalive_s)
@@ -230,6 +241,11 @@ def check_target(target: str) -> None:
 # name (c-ares and the native resolver word it differently). Anything else may be TLS.
 _REFUSED = "Connection refused"
 _UNRESOLVED = ("errors resolving", "DNS resolution failed", "Domain name not found")
+# A server that died with the connection open (a plaintext client at a TLS server sees "Socket
+# closed" instead).
+_RESET = "Connection reset by peer"
+# A connection dropped by keepalive (the server did not answer a ping in time).
+_PING_TIMEOUT = "ping timeout"
 
 
 # What a call gets when gRPC core on the server cancels it unread: past ~1 000 calls waiting
@@ -242,10 +258,11 @@ def hint(
     code: grpc.StatusCode, details: str, credentials: Credentials, timeout: float | None = None
 ) -> str:
     """What an UNAVAILABLE probably means, for the error message, from gRPC's details: nothing
-    listening, a name that does not resolve, else a TLS mismatch. Nothing when a server said it
-    is stopping (a stream's end in its lame duck, server.streams): one answered. gRPC's own
-    DEADLINE_EXCEEDED ("Deadline Exceeded") gets the deadline that passed, and a call the
-    server's gRPC shed unread (a bare CANCELLED) says the server is overloaded."""
+    listening, a name that does not resolve, a server gone or hung, else a TLS mismatch.
+    Nothing when a server said it is stopping (a stream's end in its lame duck,
+    server.streams): one answered. gRPC's own DEADLINE_EXCEEDED ("Deadline Exceeded") gets the
+    deadline that passed, and a call the server's gRPC shed unread (a bare CANCELLED) says the
+    server is overloaded."""
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and details == "Deadline Exceeded" and timeout:
         return f" (no reply within {timeout:g} s: is the server busy, stopped or out of reach?)"
     if code == grpc.StatusCode.CANCELLED and details == SHED:
@@ -260,6 +277,10 @@ def hint(
         return " (nothing listens at the target: is the server running, on this host and port?)"
     if any(marker in details for marker in _UNRESOLVED):
         return " (the target's host name does not resolve)"
+    if _RESET in details:
+        return " (the server dropped the connection: did it stop or crash?)"
+    if _PING_TIMEOUT in details:
+        return " (the server stopped answering keepalive pings: does it hang, or its network?)"
     if credentials.secure:
         return (
             " (no TLS handshake succeeded: is the server serving TLS with a certificate the "

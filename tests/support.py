@@ -11,6 +11,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -260,6 +261,51 @@ def act_until_each_answers(client: Any, replicas: Sequence[LocalServer], at_leas
             return
     counts = [acts_answered(replica) for replica in replicas]
     raise AssertionError(f"500 calls did not reach every replica {at_least} times: {counts}")
+
+
+class Callers:
+    """Threads calling `act(index)` in a loop until told to stop, counting answers and
+    failures (any exception: an assertion inside `act` counts too)."""
+
+    def __init__(self, count: int, act: Callable[[int], object]) -> None:
+        self.answered = [0] * count
+        self.failures: list[str] = []
+        self._act = act
+        self._done = threading.Event()
+        self._changed = threading.Condition()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, index: int) -> None:
+        while not self._done.is_set():
+            try:
+                self._act(index)
+            except Exception as exc:  # a failure is what the test counts
+                with self._changed:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                    self._changed.notify_all()
+                return
+            with self._changed:
+                self.answered[index] += 1
+                self._changed.notify_all()
+
+    def wait_each(self, more: int, timeout: float = 60.0) -> None:
+        """Wait until every caller has `more` answers beyond what it has now (or one failed)."""
+        with self._changed:
+            target = [n + more for n in self.answered]
+            reached = self._changed.wait_for(
+                lambda: (
+                    self.failures or all(n >= t for n, t in zip(self.answered, target, strict=True))
+                ),
+                timeout,
+            )
+        assert reached, f"callers stalled at {self.answered}"
+
+    def stop(self) -> None:
+        self._done.set()
+        for thread in self._threads:
+            thread.join(30)
 
 
 def files_up_to_4_kib() -> None:

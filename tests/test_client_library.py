@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import queue
 import socket
 import threading
@@ -136,6 +137,7 @@ def test_no_server_is_unavailable() -> None:
             with pytest.raises(PolicyError) as raised:
                 nobody.act(observations(1))
             assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+            assert raised.value.details.startswith(f"{target}: ")
             with pytest.raises(PolicyError, match=f"no server at {target}"):
                 nobody.wait_ready(timeout=0.2)
 
@@ -162,6 +164,13 @@ def test_no_server_is_unavailable() -> None:
             "no TLS handshake succeeded",
         ),
         ("failed to connect to all addresses; Socket closed", False, "if the server serves TLS"),
+        (
+            "connections to all backends failing; last error: UNAVAILABLE: ipv4:127.0.0.1:9: "
+            "recvmsg:Connection reset by peer (104)",
+            True,
+            "the server dropped the connection",
+        ),
+        ("Stream removed (ping timeout)", True, "the server stopped answering keepalive pings"),
         ("this server is stopping; go on with a new stream", False, ""),
     ],
 )
@@ -290,6 +299,16 @@ def test_a_hung_replica_leaves_the_rotation(model_path: Path) -> None:
     # Calls sent to it before the pings found it failed; then 20 in a row were answered.
     assert outcomes[-20:] == ["OK"] * 20, outcomes
     assert set(outcomes) <= {"OK", "DEADLINE_EXCEEDED", "UNAVAILABLE"}, outcomes
+
+
+@pytest.mark.parametrize("client_class", [PolicyClient, AsyncPolicyClient])
+def test_the_default_keepalive_drops_a_hung_replica_within_the_default_deadline(
+    client_class: type[PolicyClient | AsyncPolicyClient],
+) -> None:
+    """Pings find a hung replica within two keepalive intervals: by default before the calls
+    waiting on it reach their deadline, so they are retried elsewhere (test_replica_faults)."""
+    timeout = inspect.signature(client_class).parameters["timeout"].default
+    assert timeout > 2 * wire.KEEPALIVE_S
 
 
 @pytest.mark.parametrize("client_class", [PolicyClient, AsyncPolicyClient])

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from support import NO_RETRIES, Reference, act_until_each_answers, observations, start_server
+from support import (
+    NO_RETRIES,
+    Callers,
+    Reference,
+    act_until_each_answers,
+    observations,
+    start_server,
+)
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from client import AsyncPolicyClient, PolicyClient
@@ -23,51 +28,6 @@ from swingup.v1 import policy_pb2 as pb
 from swingup.v1 import policy_pb2_grpc
 
 LAME_DUCK_BEGUN = "health NOT_SERVING, serving on for up to 20 s; ending open streams"
-
-
-class Callers:
-    """Threads calling `act(index)` in a loop until told to stop, counting answers and
-    failures (any exception: an assertion inside `act` counts too)."""
-
-    def __init__(self, count: int, act: Callable[[int], object]) -> None:
-        self.answered = [0] * count
-        self.failures: list[str] = []
-        self._act = act
-        self._done = threading.Event()
-        self._changed = threading.Condition()
-        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(count)]
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self, index: int) -> None:
-        while not self._done.is_set():
-            try:
-                self._act(index)
-            except Exception as exc:  # a failure is what the test counts
-                with self._changed:
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
-                    self._changed.notify_all()
-                return
-            with self._changed:
-                self.answered[index] += 1
-                self._changed.notify_all()
-
-    def wait_each(self, more: int, timeout: float = 60.0) -> None:
-        """Wait until every caller has `more` answers beyond what it has now (or one failed)."""
-        with self._changed:
-            target = [n + more for n in self.answered]
-            reached = self._changed.wait_for(
-                lambda: (
-                    self.failures or all(n >= t for n, t in zip(self.answered, target, strict=True))
-                ),
-                timeout,
-            )
-        assert reached, f"callers stalled at {self.answered}"
-
-    def stop(self) -> None:
-        self._done.set()
-        for thread in self._threads:
-            thread.join(30)
 
 
 def test_a_replica_stopped_after_a_lame_duck_loses_no_call(model_path: Path) -> None:
