@@ -11,16 +11,25 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from client.aio_client import AsyncPolicyClient, AsyncPolicyStream
+    from client.credentials import Credentials
     from client.errors import PolicyError
     from client.policy_client import PolicyClient, PolicyStream
 
-__all__ = ["AsyncPolicyClient", "AsyncPolicyStream", "PolicyClient", "PolicyError", "PolicyStream"]
+__all__ = [
+    "AsyncPolicyClient",
+    "AsyncPolicyStream",
+    "Credentials",
+    "PolicyClient",
+    "PolicyError",
+    "PolicyStream",
+]
 
 # The names load on first use, not with the package: `swingup-client` imports `client.cli`,
 # whose guard must already stand when gRPC and numpy load (Ctrl-C then is one line, exit 130).
 _MODULES = {
     "AsyncPolicyClient": "client.aio_client",
     "AsyncPolicyStream": "client.aio_client",
+    "Credentials": "client.credentials",
     "PolicyError": "client.errors",
     "PolicyClient": "client.policy_client",
     "PolicyStream": "client.policy_client",

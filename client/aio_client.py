@@ -12,11 +12,12 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client import wire
+from client import channel, hints, wire
 from client.client_base import ClientBase
+from client.credentials import Credentials
 from client.errors import PolicyError
 from client.session import CLIENT_TIMEOUT, Default, StreamSession
-from client.wire import Credentials, Mode
+from client.wire import Mode
 from swingup import contract
 from swingup.v1 import admin_pb2, admin_pb2_grpc, policy_pb2_grpc
 from swingup.v1 import policy_pb2 as pb
@@ -33,9 +34,9 @@ class AsyncPolicyClient(ClientBase):
         target: str,
         timeout: float | None = 5.0,
         credentials: Credentials | None = None,
-        keepalive_s: float | None = wire.KEEPALIVE_S,
+        keepalive_s: float | None = channel.KEEPALIVE_S,
     ) -> None:
-        options = wire.channel_options(keepalive_s)  # first: a bad value leaves nothing open
+        options = channel.channel_options(keepalive_s)  # first: a bad value leaves nothing open
         super().__init__(target, timeout, credentials)
         if self.credentials.secure:
             channel_credentials = self.credentials.channel_credentials()
@@ -101,7 +102,7 @@ class AsyncPolicyClient(ClientBase):
         try:
             reply = await self._unary(self._health.Check, request)
         except PolicyError as exc:
-            raise wire.health_error(exc, service) from None
+            raise hints.health_error(exc, service) from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     async def wait_ready(self, timeout: float) -> None:
@@ -247,7 +248,7 @@ class AsyncPolicyStream(StreamSession):
         if code == grpc.StatusCode.OK:
             return PolicyError(grpc.StatusCode.UNKNOWN, "the server ended the stream")
         details = await self._call.details() or ""
-        return PolicyError(code, details + wire.hint(code, details, self._client.credentials))
+        return PolicyError(code, details + hints.hint(code, details, self._client.credentials))
 
     async def close(self) -> None:
         """End the session and wait for the server to finish it (at most the step deadline).

@@ -25,11 +25,12 @@ with exit_on_interrupt("swingup-client"):
 
     from google.protobuf import json_format
 
-    from client import wire
+    from client import channel, wire
+    from client.credentials import Credentials, CredentialsError, read_token
     from client.drive import drive, summary
     from client.errors import PolicyError
     from client.policy_client import PolicyClient
-    from client.wire import Credentials, Mode
+    from client.wire import Mode
     from swingup import atomic
     from swingup.cli import EXIT_FAILED, Failed, UsageError, at_least_one, option, run
     from swingup.tokens import token_problem
@@ -59,10 +60,10 @@ class Connection:
         f"(none: ${TOKEN_VARIABLE})",
     )
     keepalive_s: float = option(
-        wire.KEEPALIVE_S,
+        channel.KEEPALIVE_S,
         "ping each server connection this often while calls are open, and drop one that does "
         f"not answer within as long: a hung replica leaves the rotation (>= "
-        f"{wire.MIN_KEEPALIVE_S:g}; 0: off, for a proxy that refuses pings)",
+        f"{channel.MIN_KEEPALIVE_S:g}; 0: off, for a proxy that refuses pings)",
     )
 
     def credentials(self) -> Credentials:
@@ -87,7 +88,7 @@ class Connection:
     def _token(self) -> str | None:
         if self.token_file is not None:
             try:
-                return wire.read_token(self.token_file)
+                return read_token(self.token_file)
             except ValueError as exc:
                 raise UsageError(f"--token-file {exc}") from None
         token = os.environ.get(TOKEN_VARIABLE) or None
@@ -97,11 +98,11 @@ class Connection:
         return token
 
     def client(self, timeout: float) -> PolicyClient:
-        problem = wire.target_problem(self.target)
+        problem = channel.target_problem(self.target)
         if problem:
             raise UsageError(f"--target {self.target!r}: {problem}")
         keepalive = self.keepalive_s or None
-        problem = None if keepalive is None else wire.keepalive_problem(keepalive)
+        problem = None if keepalive is None else channel.keepalive_problem(keepalive)
         if problem:
             raise UsageError(f"--keepalive-s {self.keepalive_s:g}: {problem} (0: off)")
         credentials = self.credentials()
@@ -109,7 +110,7 @@ class Connection:
             return PolicyClient(
                 self.target, timeout=timeout, credentials=credentials, keepalive_s=keepalive
             )
-        except wire.CredentialsError as exc:  # named by our flags, as every file mistake is
+        except CredentialsError as exc:  # named by our flags, as every file mistake is
             flags = {"ca": ("--tls-ca", self.tls_ca)}
             flags |= {"cert": ("--tls-cert", self.tls_cert), "key": ("--tls-key", self.tls_key)}
             named = " / ".join(f"{flags[f][0]} {flags[f][1]}" for f in exc.fields)
@@ -148,7 +149,7 @@ class HealthConfig(Connection):
 
 
 def _check_timeout(timeout: float) -> None:
-    problem = wire.timeout_problem(timeout)
+    problem = channel.timeout_problem(timeout)
     if problem:
         raise UsageError(f"--timeout {timeout:g}: {problem}")
 

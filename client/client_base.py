@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import grpc
 
-from client import wire
+from client import channel, hints
+from client.credentials import Credentials
 from client.errors import PolicyError
 from client.session import CLIENT_TIMEOUT, Default
-from client.wire import Credentials
 
 
 class ClientBase:
     def __init__(self, target: str, timeout: float | None, credentials: Credentials | None) -> None:
-        wire.check_timeout("timeout", timeout)
-        wire.check_target(target)
+        channel.check_timeout("timeout", timeout)
+        channel.check_target(target)
         self.target = target
         self.timeout = timeout
         self.credentials = credentials or Credentials()
@@ -30,7 +30,7 @@ class ClientBase:
         """The call's PolicyError, with a hint. A channel that reached no server says which
         target: gRPC's details name only the address it tried last, of all a name has."""
         error = PolicyError.from_rpc(exc)
-        extra = wire.hint(error.code, error.details, self.credentials, self.timeout)
+        extra = hints.hint(error.code, error.details, self.credentials, self.timeout)
         if not extra:
             return error
         if error.code == grpc.StatusCode.UNAVAILABLE:

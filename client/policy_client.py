@@ -14,11 +14,12 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client import wire
+from client import channel, hints, wire
 from client.client_base import ClientBase
+from client.credentials import Credentials
 from client.errors import PolicyError
 from client.session import CLIENT_TIMEOUT, Default, StreamSession
-from client.wire import Credentials, Mode
+from client.wire import Mode
 from swingup.v1 import admin_pb2, admin_pb2_grpc, policy_pb2_grpc
 from swingup.v1 import policy_pb2 as pb
 
@@ -27,10 +28,10 @@ R = TypeVar("R")
 
 class PolicyClient(ClientBase):
     """A channel to a policy server. `timeout` is each call's deadline in seconds (None: none;
-    else > 0 and <= wire.MAX_TIMEOUT_S, or ValueError).
+    else > 0 and <= channel.MAX_TIMEOUT_S, or ValueError).
 
     PolicyService calls (act, info, a stream's opening) that fail UNAVAILABLE are retried with
-    backoff by gRPC itself (see `wire.RETRY_POLICY`); health, reload_model and list_versions
+    backoff by gRPC itself (see `channel.RETRY_POLICY`); health, reload_model and list_versions
     are not. Any failure raises `PolicyError` carrying the status code and the server's
     message. A closed client raises PolicyError(FAILED_PRECONDITION).
     `credentials` choose TLS, a client certificate and a bearer token (default: plaintext).
@@ -45,9 +46,9 @@ class PolicyClient(ClientBase):
         target: str,
         timeout: float | None = 5.0,
         credentials: Credentials | None = None,
-        keepalive_s: float | None = wire.KEEPALIVE_S,
+        keepalive_s: float | None = channel.KEEPALIVE_S,
     ) -> None:
-        options = wire.channel_options(keepalive_s)  # first: a bad value leaves nothing open
+        options = channel.channel_options(keepalive_s)  # first: a bad value leaves nothing open
         super().__init__(target, timeout, credentials)
         if self.credentials.secure:
             channel_credentials = self.credentials.channel_credentials()
@@ -112,7 +113,7 @@ class PolicyClient(ClientBase):
         try:
             reply = self._unary(self._health.Check, request)
         except PolicyError as exc:
-            raise wire.health_error(exc, service) from None
+            raise hints.health_error(exc, service) from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     def wait_ready(self, timeout: float) -> None:

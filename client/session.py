@@ -11,14 +11,14 @@ import time
 import grpc
 import numpy as np
 
-from client import wire
+from client import channel, wire
 from client.errors import PolicyError
 from client.wire import Mode
 from swingup import contract
 from swingup.v1 import policy_pb2 as pb
 
 # A stream that fails with UNAVAILABLE is reopened and its step sent again up to this many times
-# a step; the new call's own attempts are retried by gRPC (wire.RETRY_POLICY).
+# a step; the new call's own attempts are retried by gRPC (channel.RETRY_POLICY).
 MAX_REOPENS = 3
 
 
@@ -67,8 +67,8 @@ class StreamSession:
     ) -> None:
         wire.mode_value(mode)  # refuse a bad mode or seed now, not at the first step
         wire.check_seed(seed)
-        wire.check_timeout("timeout", timeout)
-        wire.check_timeout("step_timeout", step_timeout)
+        channel.check_timeout("timeout", timeout)
+        channel.check_timeout("step_timeout", step_timeout)
         self.mode = mode
         self.seed = seed
         self.steps = 0

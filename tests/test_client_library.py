@@ -23,9 +23,9 @@ from support import (
     start_server,
 )
 
-from client import AsyncPolicyClient, PolicyClient, PolicyError, session, wire
+from client import AsyncPolicyClient, PolicyClient, PolicyError, channel, hints, session, wire
+from client.credentials import Credentials
 from client.localserver import LocalServer
-from client.wire import Credentials
 from swingup.v1 import policy_pb2 as pb
 from swingup.v1 import policy_pb2_grpc
 
@@ -175,7 +175,7 @@ def test_no_server_is_unavailable() -> None:
     ],
 )
 def test_the_unavailable_hint_follows_the_details(details: str, secure: bool, says: str) -> None:
-    extra = wire.hint(grpc.StatusCode.UNAVAILABLE, details, Credentials(tls=secure))
+    extra = hints.hint(grpc.StatusCode.UNAVAILABLE, details, Credentials(tls=secure))
     assert says in extra and (extra == "") == (says == "")
 
 
@@ -308,7 +308,7 @@ def test_the_default_keepalive_drops_a_hung_replica_within_the_default_deadline(
     """Pings find a hung replica within two keepalive intervals: by default before the calls
     waiting on it reach their deadline, so they are retried elsewhere (test_replica_faults)."""
     timeout = inspect.signature(client_class).parameters["timeout"].default
-    assert timeout > 2 * wire.KEEPALIVE_S
+    assert timeout > 2 * channel.KEEPALIVE_S
 
 
 @pytest.mark.parametrize("client_class", [PolicyClient, AsyncPolicyClient])

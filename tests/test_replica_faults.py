@@ -260,7 +260,7 @@ def test_async_sessions_on_a_hung_replica_move_too(model_path: Path) -> None:
 def test_a_replica_restarted_on_its_port_gets_calls_again(model_path: Path) -> None:
     """Killed, a replica leaves the rotation and the other answers every call; started again
     on the same address, the client redials it (its reconnect backoff, at most
-    wire.MAX_RECONNECT_BACKOFF_S apart) and round robin sends it calls, with nothing done by
+    channel.MAX_RECONNECT_BACKOFF_S apart) and round robin sends it calls, with nothing done by
     the caller and no call failing."""
     with (
         start_server(model_path, "--metrics-port", "0") as first,

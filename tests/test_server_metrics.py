@@ -16,8 +16,8 @@ import pytest
 from support import metrics_url, observations, scrape, start_server, value
 
 from client import PolicyClient, PolicyError
+from client.credentials import Credentials
 from client.localserver import LocalServer
-from client.wire import Credentials
 from trainer import triton_repo
 
 ACT = "/swingup.v1.PolicyService/Act"

@@ -31,8 +31,8 @@ from support import (
 )
 
 from client import PolicyClient, PolicyError
+from client.credentials import Credentials
 from client.localserver import LocalServer
-from client.wire import Credentials
 from swingup.v1 import admin_pb2, admin_pb2_grpc, policy_pb2_grpc
 from swingup.v1 import policy_pb2 as pb
 
