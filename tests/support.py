@@ -84,6 +84,17 @@ def start_server(model: Path, *args: str) -> LocalServer:
 
 
 @contextlib.contextmanager
+def replicas(model: Path, *args: str) -> Iterator[tuple[LocalServer, LocalServer]]:
+    """Two servers of `model` with /metrics (to tell which answered), stopped at the end; the
+    round-robin target naming both is `f"ipv4:{first.target},{second.target}"`."""
+    with (
+        start_server(model, "--metrics-port", "0", *args) as first,
+        start_server(model, "--metrics-port", "0", *args) as second,
+    ):
+        yield first, second
+
+
+@contextlib.contextmanager
 def frozen(server: LocalServer) -> Iterator[None]:
     """The server stopped (SIGSTOP): its connections stay open and nothing answers."""
     os.kill(server.pid, signal.SIGSTOP)

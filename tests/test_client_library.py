@@ -20,7 +20,7 @@ from support import (
     act_until_each_answers,
     frozen,
     observations,
-    start_server,
+    replicas,
 )
 
 from client import AsyncPolicyClient, PolicyClient, PolicyError, channel, hints, session, wire
@@ -268,8 +268,7 @@ def test_calls_are_spread_over_every_address_a_name_resolves_to(model_path: Path
     Round robin reaches the second replica as soon as its connection is up; pick_first (gRPC's
     default) never would, and the helper's bound would fail."""
     with (
-        start_server(model_path, "--metrics-port", "0") as first,
-        start_server(model_path, "--metrics-port", "0") as second,
+        replicas(model_path) as (first, second),
         PolicyClient(f"ipv4:{first.target},{second.target}") as client,
     ):
         act_until_each_answers(client, (first, second), at_least=5)
@@ -279,10 +278,7 @@ def test_calls_are_spread_over_every_address_a_name_resolves_to(model_path: Path
 def test_a_hung_replica_leaves_the_rotation(model_path: Path) -> None:
     """Frozen (SIGSTOP), a replica keeps its TCP connections up: only the client's keepalive
     pings find it, and round robin then sends every call to the replica that answers."""
-    with (
-        start_server(model_path, "--metrics-port", "0") as hung,
-        start_server(model_path, "--metrics-port", "0") as healthy,
-    ):
+    with replicas(model_path) as (hung, healthy):
         target = f"ipv4:{hung.target},{healthy.target}"
         with PolicyClient(target, timeout=1.0, keepalive_s=1.0) as client:
             act_until_each_answers(client, (hung, healthy), at_least=1)

@@ -21,6 +21,7 @@ from support import (
     acts_answered,
     frozen,
     observations,
+    replicas,
     start_server,
 )
 
@@ -76,8 +77,7 @@ def test_a_killed_replica_fails_no_call_and_loses_no_step(model_path: Path) -> N
     step again, which the new stream numbers where the session was (first_step): every
     session's actions are those of a session nothing interrupted, no step lost or doubled."""
     with (
-        start_server(model_path, "--metrics-port", "0") as first,
-        start_server(model_path, "--metrics-port", "0") as second,
+        replicas(model_path) as (first, second),
         PolicyClient(f"ipv4:{first.target},{second.target}") as client,
     ):
         act_until_each_answers(client, (first, second), at_least=1)  # sessions go to both
@@ -144,10 +144,7 @@ async def step_until(
 
 @pytest.mark.timeout(120)
 def test_the_async_client_loses_nothing_to_a_killed_replica(model_path: Path) -> None:
-    with (
-        start_server(model_path, "--metrics-port", "0") as first,
-        start_server(model_path, "--metrics-port", "0") as second,
-    ):
+    with replicas(model_path) as (first, second):
         with PolicyClient(f"ipv4:{first.target},{second.target}") as blocking:
             act_until_each_answers(blocking, (first, second), at_least=1)
         obs = observations(2)
@@ -189,8 +186,7 @@ def test_sessions_on_a_hung_replica_move_once_keepalive_drops_it(
     keepalive past half the deadline the steps end DEADLINE_EXCEEDED first: the session is
     over, as test_client_library's frozen-server tests show.)"""
     with (
-        start_server(model_path, "--metrics-port", "0") as hung,
-        start_server(model_path, "--metrics-port", "0") as healthy,
+        replicas(model_path) as (hung, healthy),
         PolicyClient(f"ipv4:{hung.target},{healthy.target}", keepalive_s=1.0) as client,
     ):
         act_until_each_answers(client, (hung, healthy), at_least=1)
@@ -220,10 +216,7 @@ def test_sessions_on_a_hung_replica_move_once_keepalive_drops_it(
 
 @pytest.mark.timeout(120)
 def test_async_sessions_on_a_hung_replica_move_too(model_path: Path) -> None:
-    with (
-        start_server(model_path, "--metrics-port", "0") as hung,
-        start_server(model_path, "--metrics-port", "0") as healthy,
-    ):
+    with replicas(model_path) as (hung, healthy):
         target = f"ipv4:{hung.target},{healthy.target}"
         with PolicyClient(target) as blocking:
             act_until_each_answers(blocking, (hung, healthy), at_least=1)
@@ -263,8 +256,7 @@ def test_a_replica_restarted_on_its_port_gets_calls_again(model_path: Path) -> N
     channel.MAX_RECONNECT_BACKOFF_S apart) and round robin sends it calls, with nothing done by
     the caller and no call failing."""
     with (
-        start_server(model_path, "--metrics-port", "0") as first,
-        start_server(model_path, "--metrics-port", "0") as second,
+        replicas(model_path) as (first, second),
         PolicyClient(f"ipv4:{first.target},{second.target}") as client,
     ):
         act_until_each_answers(client, (first, second), at_least=1)
@@ -282,10 +274,7 @@ def test_with_every_replica_down_calls_fail_naming_the_target_until_one_is_back(
     """Both replicas killed: `act`, a session's step and the async `act` fail UNAVAILABLE,
     saying which target reached no server (gRPC's own words name one address of it). One
     replica started again: calls are answered again, the client having done nothing."""
-    with (
-        start_server(model_path, "--metrics-port", "0") as first,
-        start_server(model_path, "--metrics-port", "0") as second,
-    ):
+    with replicas(model_path) as (first, second):
         target = f"ipv4:{first.target},{second.target}"
         with PolicyClient(target) as client:
             act_until_each_answers(client, (first, second), at_least=1)
