@@ -18,6 +18,7 @@ from support import (
     Reference,
     act_until_each_answers,
     observations,
+    replicas,
     start_server,
 )
 from tritonclient.grpc import service_pb2, service_pb2_grpc
@@ -65,10 +66,7 @@ def test_streams_move_to_the_replica_that_stays(model_path: Path, reference: Ref
     the other replica and send the step again, every step gets the model's actions, and the
     stopped replica exits without waiting out its lame duck or its grace (a stream would
     otherwise hold it there and then be cancelled)."""
-    with (
-        start_server(model_path, *STAYING, "--metrics-port", "0") as first,
-        start_server(model_path, *STAYING, "--metrics-port", "0") as second,
-    ):
+    with replicas(model_path, *STAYING) as (first, second):
         with PolicyClient(f"ipv4:{first.target},{second.target}") as client:
             obs = observations(2)
             expected = reference(obs)[0]
