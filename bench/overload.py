@@ -14,6 +14,10 @@ sent open loop at twice that rate for `overload_s`, whatever the answers (grpc.a
 in this process), each call's status and latency kept, and, once every one of them has ended,
 RECOVERY_CALLS calls one after another. Both servers are offered the same rate. Every load here
 is a fixed count of calls, each with a deadline, on loopback: it stops by itself.
+
+`burst`, run earlier on the echo and our server of the shipped actor: one-pendulum calls all
+sent at once, more than gRPC core holds waiting for a server to take them, so that both shed
+some (CANCELLED); the echo's count is the floor of ours.
 """
 
 from __future__ import annotations

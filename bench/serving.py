@@ -5,8 +5,9 @@ Floors: onnxruntime called in-process (batch 1 and a big batch), and a bare grpc
 Every gRPC row goes through the same client stack (`bench.load`: the generated stub on a sync
 channel, callers as threads of one process, or spread over separate processes), and the echo and
 our server are measured back to back for each configuration, so that the background load of a
-shared machine hits both alike. Last, `bench.overload` offers servers of a heavier model twice
-their capacity. `run(smoke=True)` is the tiny size `make test` runs.
+shared machine hits both alike. `bench.overload` sends the echo and ours a burst of cheap calls
+past what gRPC holds waiting, and last offers servers of a heavier model twice their capacity.
+`run(smoke=True)` is the tiny size `make test` runs.
 """
 
 from __future__ import annotations
