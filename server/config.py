@@ -114,6 +114,12 @@ class ServeConfig:
         "too). From "
         f"{MIN_IDLE_TIMEOUT_S} to {MAX_IDLE_TIMEOUT_S} (gRPC takes it in int32 milliseconds)",
     )
+    max_connection_age_s: float = option(
+        0.0,
+        "close each client connection after this long (a GOAWAY, with jitter; calls on it "
+        "finish): clients then resolve the name again and spread over replicas added since, "
+        "as round robin over a headless Service needs. 0: never",
+    )
     max_queue: int | None = option(
         None,
         "most observations waiting for the model; a request beyond it gets RESOURCE_EXHAUSTED "
@@ -208,6 +214,12 @@ class ServeConfig:
             raise UsageError(
                 f"--max-message-bytes {self.max_message_bytes}: must be at most {INT32_MAX} "
                 "(gRPC's limit)"
+            )
+        age = self.max_connection_age_s
+        if not (age == 0 or MIN_IDLE_TIMEOUT_S <= age <= MAX_IDLE_TIMEOUT_S):  # and not nan
+            raise UsageError(
+                f"--max-connection-age-s {age}: must be 0 (never) or between "
+                f"{MIN_IDLE_TIMEOUT_S} and {MAX_IDLE_TIMEOUT_S} (gRPC takes int32 milliseconds)"
             )
         if not MIN_IDLE_TIMEOUT_S <= self.idle_timeout_s <= MAX_IDLE_TIMEOUT_S:  # and not nan
             raise UsageError(

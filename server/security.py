@@ -27,7 +27,7 @@ MIN_PING_INTERVAL_MS = 500  # half the client's floor: a ping a little early is 
 
 def channel_options(config: ServeConfig, reuse_port: bool) -> list[tuple[str, Any]]:
     idle_ms = max(1, round(config.idle_timeout_s * 1000))
-    return [
+    options: list[tuple[str, Any]] = [
         # Without SO_REUSEPORT (gRPC sets it by default on Linux) a second server on a busy
         # port fails to bind instead of silently sharing it.
         ("grpc.so_reuseport", int(reuse_port)),
@@ -40,6 +40,9 @@ def channel_options(config: ServeConfig, reuse_port: bool) -> list[tuple[str, An
         ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),  # else a minute, whatever the above
         ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
     ]
+    if config.max_connection_age_s:
+        options.append(("grpc.max_connection_age_ms", round(config.max_connection_age_s * 1000)))
+    return options
 
 
 def server_credentials(config: ServeConfig) -> grpc.ServerCredentials | None:

@@ -73,6 +73,9 @@ def test_without_the_shipped_model_the_default_is_one_line(tmp_path: Path) -> No
         (["--workers", "0"], "--workers 0"),
         (["--workers", "65"], "--workers 65: must be between 1 and 64"),
         (["--intra-op-threads", "0"], "--intra-op-threads 0: must be between 1 and 64"),
+        (["--max-connection-age-s", "0.01"], "--max-connection-age-s 0.01: must be 0 (never) or"),
+        (["--max-connection-age-s", "nan"], "--max-connection-age-s nan: must be 0 (never) or"),
+        (["--max-connection-age-s", "-1"], "--max-connection-age-s -1.0: must be 0 (never) or"),
         (["--batch-window-us", "-5"], "--batch-window-us -5"),
         (["--lame-duck-s", "-1"], "--lame-duck-s -1.0: must be >= 0"),
         (["--port", "70000"], "--port 70000"),
@@ -102,6 +105,7 @@ def test_the_largest_settings_serve(model_path: Path) -> None:
         "--max-message-bytes", "2147483647",
         "--watch-s", "0.01",
         "--intra-op-threads", "64",
+        "--max-connection-age-s", "2147483",
     ) as server:  # fmt: skip
         assert server.target is not None
         with PolicyClient(server.target) as client:

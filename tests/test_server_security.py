@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 from certs import Authority, Pair
 from cryptography.hazmat.primitives import serialization
@@ -567,3 +568,30 @@ def test_a_connection_that_never_handshakes_is_closed(model_path: Path, pki: Pki
             silent.settimeout(10)  # the server, not this bound, must end it (else: timeout)
             assert silent.recv(1) == b""  # closed by the server, nothing sent
         assert server.stop() == 0
+
+
+def client_connections(server: LocalServer) -> set[int]:
+    """The client-side ports of the TCP connections the server holds open now."""
+    assert server.target is not None
+    port = int(server.target.rsplit(":", 1)[1])
+    held = psutil.Process(server.pid).net_connections("tcp")
+    return {c.raddr.port for c in held if c.laddr.port == port and c.status == "ESTABLISHED"}
+
+
+@pytest.mark.timeout(120)
+def test_connections_are_renewed_past_their_age_and_no_call_fails(model_path: Path) -> None:
+    """--max-connection-age-s: the server sends each connection GOAWAY once it is that old, so
+    that clients resolve the name again (new replicas behind it get calls); the client moves to
+    a new connection between calls, and calls and a session's steps go on without a failure."""
+    with start_server(model_path, "--max-connection-age-s", "0.5") as server:
+        assert server.target is not None
+        seen: set[int] = set()
+        with PolicyClient(server.target) as client, client.stream() as session:
+            for _ in range(2000):  # bounded; 0.5 s ages make a new connection every few dozen
+                client.act(observations(1))
+                session.act(observations(1))
+                seen |= client_connections(server)
+                if len(seen) >= 4:
+                    break
+        assert server.stop() == 0
+    assert len(seen) >= 4  # the first connection and three renewals, every call answered
