@@ -121,7 +121,7 @@ def add_config(parser: argparse.ArgumentParser, cls: type, env_prefix: str | Non
             default = f.default_factory()
         env_name = f"{env_prefix}{f.name.upper()}" if env_prefix else None
         if env_name and env_name in os.environ:
-            default = _from_env(env_name, os.environ[env_name], tp, parser)
+            default = _from_env(env_name, os.environ[env_name], tp)
         path = bool(f.metadata.get("path"))
         if f.metadata.get("positional"):
             convert, choices = _converter(tp, f.name, path)
@@ -163,21 +163,40 @@ def _metavar(choices: list[Any] | None, convert: Callable[[str], Any], path: boo
     return "PATH" if path else convert.__name__.upper()
 
 
-def _from_env(name: str, text: str, tp: Any, parser: argparse.ArgumentParser) -> Any:
+@dataclasses.dataclass(frozen=True)
+class _BadEnv:
+    """The default of a flag whose environment variable does not parse: reported only if the
+    command that has the flag runs and the flag is not given (flags win)."""
+
+    message: str
+
+
+def _from_env(name: str, text: str, tp: Any) -> Any:
     base, _ = _base_type(tp)
     try:
         if base is bool:
             return _parse_bool(text)
         value = _converter(tp, name)[0](text)
     except (ValueError, argparse.ArgumentTypeError):
-        parser.error(f"environment variable {name}: invalid value {text!r}")
+        return _BadEnv(f"environment variable {name}: invalid value {text!r}")
     choices = _converter(tp, name)[1]
     if choices and value not in choices:
-        parser.error(f"environment variable {name}: {text!r} is not one of {choices}")
+        return _BadEnv(f"environment variable {name}: {text!r} is not one of {choices}")
     return value
 
 
+def env_problem(namespace: argparse.Namespace) -> str | None:
+    """The first environment variable the parsed command needed and could not read."""
+    bad = [value for value in vars(namespace).values() if isinstance(value, _BadEnv)]
+    return bad[0].message if bad else None
+
+
 def to_config(cls: type[T], namespace: argparse.Namespace) -> T:
+    """The config of a parsed command line; UsageError for an environment variable it needed
+    that does not parse."""
+    problem = env_problem(namespace)
+    if problem:
+        raise UsageError(problem)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     return cls(**{k: v for k, v in vars(namespace).items() if k in names})
 
@@ -217,18 +236,21 @@ def _run(
     failures: tuple[type[Exception], ...],
 ) -> int:
     parser = _Parser(prog=prog, description=description)
+    parsers = {"": parser}
     if set(commands) == {""}:
-        cls, handler, _ = commands[""]
-        add_config(parser, cls, env_prefix)
-        chosen = (cls, handler)
+        add_config(parser, commands[""][0], env_prefix)
     else:
         sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
         for name, (cls, _, help_text) in commands.items():
-            add_config(sub.add_parser(name, help=help_text, description=help_text), cls, env_prefix)
+            parsers[name] = sub.add_parser(name, help=help_text, description=help_text)
+            add_config(parsers[name], cls, env_prefix)
     namespace = parser.parse_args(argv)
-    if set(commands) != {""}:
-        cls, handler, _ = commands[namespace.command]
-        chosen = (cls, handler)
+    command = getattr(namespace, "command", "")
+    problem = env_problem(namespace)
+    if problem:  # in the words of the command that needed it: "swingup-client health: error"
+        parsers[command].error(problem)
+    cls, handler, _ = commands[command]
+    chosen = (cls, handler)
     reported: tuple[type[Exception], ...] = (Failed, *failures)
     try:
         config: Any = to_config(chosen[0], namespace)

@@ -225,6 +225,27 @@ def test_bad_arguments_are_one_line(
     assert message in err and err.count("\n") == 1
 
 
+def test_a_bad_environment_variable_is_named_by_the_command_that_needs_it(
+    target: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWINGUP_CLIENT_TIMEOUT", "soon")
+    with pytest.raises(SystemExit) as exited:
+        main(["health", "--target", target])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "swingup-client health: error: environment variable SWINGUP_CLIENT_TIMEOUT: "
+        "invalid value 'soon'\n"
+    )
+    # Flags win: given, the flag stands in for the variable.
+    assert main(["health", "--target", target, "--timeout", "5"]) == 0
+    # A variable only `drive` reads does not stop `health`.
+    monkeypatch.delenv("SWINGUP_CLIENT_TIMEOUT")
+    monkeypatch.setenv("SWINGUP_CLIENT_EPISODES", "many")
+    assert main(["health", "--target", target]) == 0
+    assert capsys.readouterr().out == "SERVING\nSERVING\n"
+
+
 @pytest.mark.parametrize("keepalive", ["0", "1", "30"])  # off, the floor, longer
 def test_keepalive_may_be_set_or_turned_off(
     target: str, keepalive: str, capsys: pytest.CaptureFixture[str]

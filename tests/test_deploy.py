@@ -31,7 +31,7 @@ from packaging.utils import canonicalize_name
 from server.config import ENV_PREFIX, ServeConfig
 from server.servicer import SERVICE_NAME
 from swingup import contract
-from swingup.cli import add_config, to_config
+from swingup.cli import UsageError, add_config, to_config
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -177,6 +177,8 @@ def server_config(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> Se
         config = to_config(ServeConfig, parser.parse_args([]))
     except SystemExit:
         pytest.fail(f"swingup-serve refuses {dict(env)} (its message is in stderr)")
+    except UsageError as exc:
+        pytest.fail(f"swingup-serve refuses {dict(env)}: {exc}")
     dataclasses.replace(config, model=Path(__file__)).check()
     return config
 
