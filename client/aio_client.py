@@ -248,7 +248,7 @@ class AsyncPolicyStream(StreamSession):
         if code == grpc.StatusCode.OK:
             return PolicyError(grpc.StatusCode.UNKNOWN, "the server ended the stream")
         details = await self._call.details() or ""
-        return PolicyError(code, details + hints.hint(code, details, self._client.credentials))
+        return self._client._worded(code, details, None)
 
     async def close(self) -> None:
         """End the session and wait for the server to finish it (at most the step deadline).

@@ -27,15 +27,20 @@ class ClientBase:
             raise PolicyError(grpc.StatusCode.FAILED_PRECONDITION, "the client is closed")
 
     def _error(self, exc: grpc.RpcError) -> PolicyError:
-        """The call's PolicyError, with a hint. A channel that reached no server says which
-        target: gRPC's details name only the address it tried last, of all a name has."""
+        """The call's PolicyError, with a hint (see `_worded`)."""
         error = PolicyError.from_rpc(exc)
-        extra = hints.hint(error.code, error.details, self.credentials, self.timeout)
+        return self._worded(error.code, error.details, self.timeout)
+
+    def _worded(self, code: grpc.StatusCode, details: str, timeout: float | None) -> PolicyError:
+        """A status as a PolicyError, with a hint (`timeout`: the deadline that passed, for a
+        DEADLINE_EXCEEDED). A channel that reached no server says which target: gRPC's
+        details name only the address it tried last, of all a name has."""
+        extra = hints.hint(code, details, self.credentials, timeout)
         if not extra:
-            return error
-        if error.code == grpc.StatusCode.UNAVAILABLE:
-            return PolicyError(error.code, f"{self.target}: {error.details}{extra}")
-        return PolicyError(error.code, error.details + extra)
+            return PolicyError(code, details)
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return PolicyError(code, f"{self.target}: {details}{extra}")
+        return PolicyError(code, details + extra)
 
     def _step_timeout(self, step_timeout: float | Default | None) -> float | None:
         """A stream step's deadline: by default the client's `timeout`, a call's."""

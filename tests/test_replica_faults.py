@@ -280,22 +280,29 @@ def test_with_every_replica_down_calls_fail_naming_the_target_until_one_is_back(
             act_until_each_answers(client, (first, second), at_least=1)
             session = client.stream()
             session.act(observations(1))
-            killed(first)
-            killed(second)
-            with pytest.raises(PolicyError) as unary:
-                client.act(observations(1))
-            with pytest.raises(PolicyError) as step:
-                session.act(observations(1))
 
-            async def async_act() -> None:
-                async with AsyncPolicyClient(target) as aio:
-                    await aio.act(observations(1))
+            async def all_down() -> list[PolicyError]:
+                """Every replica killed under an open async session too: each way of calling
+                fails, in the same words."""
+                async with AsyncPolicyClient(target, keepalive_s=None) as aio:
+                    aio_session = aio.stream(reopen=False)
+                    await aio_session.act(observations(1))
+                    killed(first)
+                    killed(second)
+                    with pytest.raises(PolicyError) as unary:
+                        client.act(observations(1))
+                    with pytest.raises(PolicyError) as step:
+                        session.act(observations(1))
+                    with pytest.raises(PolicyError) as awaited:
+                        await aio.act(observations(1))
+                    with pytest.raises(PolicyError) as async_step:  # the stream ended unasked
+                        await aio_session.act(observations(1))
+                    aio_session.cancel()
+                return [r.value for r in (unary, step, awaited, async_step)]
 
-            with pytest.raises(PolicyError) as awaited:
-                asyncio.run(async_act())
-            for raised in (unary, step, awaited):
-                assert raised.value.code == grpc.StatusCode.UNAVAILABLE, raised.value
-                assert raised.value.details.startswith(f"{target}: "), raised.value
+            for error in asyncio.run(all_down()):
+                assert error.code == grpc.StatusCode.UNAVAILABLE, error
+                assert error.details.startswith(f"{target}: "), error
             with restarted(model_path, second) as again:
                 assert act_until_answered_by(client, again, within_s=60) <= {"UNAVAILABLE"}
                 with client.stream() as fresh:
