@@ -16,9 +16,9 @@ SERVER_STOPPING = "this server is stopping"
 # name (c-ares and the native resolver word it differently). Anything else may be TLS.
 _REFUSED = "Connection refused"
 _UNRESOLVED = ("errors resolving", "DNS resolution failed", "Domain name not found")
-# A server that died with the connection open (a plaintext client at a TLS server sees "Socket
-# closed" instead).
-_RESET = "Connection reset by peer"
+# A server that died with the connection open: reset, or a stream already running removed (a
+# plaintext client at a TLS server sees "Socket closed" too, but before any stream exists).
+_RESET = ("Connection reset by peer", "Stream removed")
 # A connection dropped by keepalive (the server did not answer a ping in time).
 _PING_TIMEOUT = "ping timeout"
 
@@ -52,10 +52,10 @@ def hint(
         return " (nothing listens at the target: is the server running, on this host and port?)"
     if any(marker in details for marker in _UNRESOLVED):
         return " (the target's host name does not resolve)"
-    if _RESET in details:
-        return " (the server dropped the connection: did it stop or crash?)"
-    if _PING_TIMEOUT in details:
+    if _PING_TIMEOUT in details:  # "Stream removed (ping timeout)": before the markers below
         return " (the server stopped answering keepalive pings: does it hang, or its network?)"
+    if any(marker in details for marker in _RESET):
+        return " (the server dropped the connection: did it stop or crash?)"
     if credentials.secure:
         return (
             " (no TLS handshake succeeded: is the server serving TLS with a certificate the "

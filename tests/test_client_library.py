@@ -164,6 +164,7 @@ def test_no_server_is_unavailable() -> None:
             "no TLS handshake succeeded",
         ),
         ("failed to connect to all addresses; Socket closed", False, "if the server serves TLS"),
+        ("Stream removed (Socket closed)", False, "the server dropped the connection"),
         (
             "connections to all backends failing; last error: UNAVAILABLE: ipv4:127.0.0.1:9: "
             "recvmsg:Connection reset by peer (104)",

@@ -303,6 +303,7 @@ def test_with_every_replica_down_calls_fail_naming_the_target_until_one_is_back(
             for error in asyncio.run(all_down()):
                 assert error.code == grpc.StatusCode.UNAVAILABLE, error
                 assert error.details.startswith(f"{target}: "), error
+                assert "TLS" not in error.details, error  # a server gone, not a TLS mismatch
             with restarted(model_path, second) as again:
                 assert act_until_answered_by(client, again, within_s=60) <= {"UNAVAILABLE"}
                 with client.stream() as fresh:
