@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from client.localserver import LocalServer
+from client.policy_client import PolicyClient
 from swingup import contract
 
 NO_RETRIES = [("grpc.enable_retries", 0)]
@@ -262,7 +263,9 @@ def acts_answered(server: LocalServer) -> float:
     return value(scrape(server), "swingup_grpc_calls_total", method=ACT, code="OK")
 
 
-def act_until_each_answers(client: Any, replicas: Sequence[LocalServer], at_least: int) -> None:
+def act_until_each_answers(
+    client: PolicyClient, replicas: Sequence[LocalServer], at_least: int
+) -> None:
     """Call `client.act` until every replica has answered `at_least` of its calls: round robin
     reaches a replica once its connection and health watch are up, which takes a moment. The
     bound (500 calls) keeps a client that never reaches one from looping forever."""
