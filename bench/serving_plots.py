@@ -104,6 +104,11 @@ def memory(result: dict[str, Any], path: Path) -> bool:
     return True
 
 
+# How an overload call ended, and its marker: answered, refused by the bounded queue, or else.
+_OUTCOMES = (("answered", "o"), ("refused", "x"), ("other status", "s"))
+_LABELS = {"OK": "answered", "RESOURCE_EXHAUSTED": "refused"}
+
+
 def overload(result: dict[str, Any], path: Path) -> bool:
     """Each overload call's latency against when it was sent, answered and refused apart."""
     over = result.get("overload")
@@ -113,15 +118,13 @@ def overload(result: dict[str, Any], path: Path) -> bool:
     runs = over["runs"]
     fig, axes = plt.subplots(1, len(runs), figsize=(12, 4), sharey=True, squeeze=False)
     for ax, (name, run) in zip(axes[0], runs.items(), strict=True):
-        for code, style, label in (("OK", "o", "answered"), ("RESOURCE_EXHAUSTED", "x", "refused")):
-            points = [(t, ms) for t, c, ms in run["calls"] if c == code]
-            if points:
-                t, ms = zip(*points, strict=True)
-                ax.plot(t, ms, style, markersize=3, label=f"{label} ({len(points)})")
-        others = [(t, ms) for t, c, ms in run["calls"] if c not in ("OK", "RESOURCE_EXHAUSTED")]
-        if others:
-            t, ms = zip(*others, strict=True)
-            ax.plot(t, ms, "s", markersize=4, label=f"other status ({len(others)})")
+        groups: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in _OUTCOMES}
+        for t, code, ms in run["calls"]:
+            groups[_LABELS.get(code, "other status")].append((t, ms))
+        for label, style in _OUTCOMES:
+            if groups[label]:
+                t, ms = zip(*groups[label], strict=True)
+                ax.plot(t, ms, style, markersize=3, label=f"{label} ({len(groups[label])})")
         ax.axhline(over["model_ms"], color="grey", linestyle="--", label="model, in process")
         ax.set_yscale("log")
         ax.set_xlabel("seconds into the overload (when the call was sent)")
