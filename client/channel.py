@@ -8,6 +8,7 @@ import math
 import re
 from typing import Any
 
+from swingup import contract
 from swingup.v1 import policy_pb2 as pb
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PolicyService"].full_name
@@ -42,13 +43,13 @@ MAX_TIMEOUT_S = 1e6
 # as long: a replica that hangs without closing (frozen, its host gone quiet) keeps its TCP
 # connection up for hours, and round robin would send it every other call until then. Dropped,
 # its calls fail UNAVAILABLE (retried on another replica) and it is skipped until it answers a
-# new handshake. Our server accepts pings down to MIN_KEEPALIVE_S apart
-# (server.security.MIN_PING_INTERVAL_MS); more often, gRPC servers answer GOAWAY.
+# new handshake. Our server accepts pings this often (contract.MIN_PING_INTERVAL_S); more often,
+# gRPC servers answer GOAWAY.
 # The drop comes within twice the interval: at 2 s, before the default 5 s deadline of the calls
 # and stream steps waiting on the hung replica, so they are retried or moved instead of failing
 # (at 10 s each caller lost one or two 5 s deadlines to it; tests/test_replica_faults.py).
 KEEPALIVE_S = 2.0
-MIN_KEEPALIVE_S = 1.0
+MIN_KEEPALIVE_S = contract.MIN_PING_INTERVAL_S
 
 # A replica that went away is dialled again with exponential backoff, by default up to 120 s
 # apart: one down for 40 s got calls again only 6-25 s after it was back up (measured), and with

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from server.config import ServeConfig
+from swingup import contract
 from swingup.cli import UsageError
 
 # Ping an idle client's connection this often, and drop it if the ping is not answered within
@@ -21,8 +22,9 @@ from swingup.cli import UsageError
 KEEPALIVE_MS = 60_000
 KEEPALIVE_TIMEOUT_MS = 20_000
 # Clients may ping this often (PolicyClient's keepalive, to find a hung replica): gRPC's default
-# of 5 minutes answers any faster pinger with GOAWAY "too_many_pings" after two pings.
-MIN_PING_INTERVAL_MS = 500  # half the client's floor: a ping a little early is no strike
+# of 5 minutes answers any faster pinger with GOAWAY "too_many_pings" after two pings. Half the
+# clients' floor: a ping a little early is no strike.
+MIN_PING_INTERVAL_MS = round(contract.MIN_PING_INTERVAL_S * 1000 / 2)
 
 
 def channel_options(config: ServeConfig, reuse_port: bool) -> list[tuple[str, Any]]:

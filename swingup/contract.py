@@ -29,6 +29,10 @@ INPUT_NAME: Final = "obs"
 MEAN_NAME: Final = "action_mean"
 STD_NAME: Final = "action_std"
 
+# How often a client may ping a server's connection (its keepalive's floor, to find a hung
+# replica). The server accepts pings half as far apart, so that one a little early is no strike.
+MIN_PING_INTERVAL_S: Final = 1.0
+
 # The model the repository ships and `swingup-serve` serves by default, relative to the repo root.
 SHIPPED_MODEL: Final = "models/pendulum-a2c.onnx"
 
