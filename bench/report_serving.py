@@ -9,12 +9,14 @@ from typing import Any
 from bench.numbers import figure, num, ratio
 from bench.report import machine_lines
 from bench.report_overload import burst_lines, overload_lines
+from bench.report_windows import windows_lines
 from bench.targets import targets_of
 
 LATENCY_PNG = "serving-latency.png"
 THROUGHPUT_PNG = "serving-throughput.png"
 MEMORY_PNG = "serving-memory.png"
 OVERLOAD_PNG = "serving-overload.png"
+WINDOWS_PNG = "serving-windows.png"
 
 NAMES = {
     "echo": "bare grpcio echo, aio (floor)",
@@ -41,6 +43,7 @@ def render(result: dict[str, Any], out_dir: Path) -> list[str]:
     lines += FINDINGS
     drawn = [
         (serving_plots.latency, LATENCY_PNG, "latency distributions"),
+        (serving_plots.windows, WINDOWS_PNG, "one-caller p50 over the echo's, window by window"),
         (serving_plots.throughput, THROUGHPUT_PNG, "throughput against callers"),
         (serving_plots.memory, MEMORY_PNG, "server RSS over the load run"),
         (serving_plots.overload, OVERLOAD_PNG, "latency of each call through the overload"),
@@ -147,6 +150,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
     lines += _floors(result)
     lines += _latency(rows)
     lines += _model_share(rows)
+    lines += windows_lines(result)
     lines += _throughput(rows, scale["callers"], procs)
     lines += _variants(rows, procs)
     lines += _big_batch(result, rows)

@@ -125,6 +125,9 @@ class Bench:
                 "server_cpu_us": cpu[lane][0] * per_call,
                 "client_cpu_us": cpu[lane][1] * per_call,
                 "quantiles_ms": _quantiles(outcome.latencies),
+                # Each window's own p50, in the order taken: windows of one round are
+                # neighbours in time, so their ratio is a ratio of one moment.
+                "window_p50_ms": [part.percentile_ms(50) for part in parts[lane]],
             }
             self.rows.append(row)
             rows.append(row)
@@ -172,6 +175,20 @@ def latency_rows(bench: Bench, floor: str, ours: list[str]) -> None:
         )
     sized = [s for s in (floor, *ours) if "--max-batch" not in (server_args(s) or [])]
     bench.compare(sized, pendulums=big, duration_s=bench.scale.latency_s, group="big batch")
+
+
+def window_rows(bench: Bench, servers_: list[str]) -> None:
+    """One caller, unary and stream, over many short windows taken in turn: how often a p50
+    target holds window by window, for ours and for the echo that also runs the model."""
+    scale = bench.scale
+    for method in METHODS:
+        bench.compare(
+            [s for s in servers_ if s in bench.running],
+            method,
+            duration_s=scale.window_rounds * scale.window_s,
+            group="windows",
+            rounds=scale.window_rounds,
+        )
 
 
 def throughput_rows(bench: Bench, servers_: list[str], callers: tuple[int, ...]) -> None:
@@ -275,6 +292,7 @@ def _measure_all(
 ) -> dict[str, Any]:
     procs = scale.processes
     latency_rows(bench, "echo", ["ours", *scale.variants])
+    window_rows(bench, ["echo", "echo-model", "ours"])
     throughput_rows(bench, ["echo", "ours"], scale.callers)
     bench.compare(
         ["echo", "ours"], "stream", scale.stream_callers, processes=procs, group="stream throughput"

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report_serving import name_of
+from bench.report_windows import BOUND, CALLS, window_ratios
 from swingup import atomic
 
 # The servers drawn in the one-caller panel.
@@ -54,6 +55,29 @@ def latency(result: dict[str, Any], path: Path) -> bool:
         ax.grid(alpha=0.3, which="both")
         if subset:
             ax.legend(fontsize=7, loc="lower right")
+    _save(fig, path)
+    return True
+
+
+def windows(result: dict[str, Any], path: Path) -> bool:
+    """Each window's one-caller p50 over the echo's, round by round, beside the target."""
+    ratios = {method: window_ratios(result["rows"], method) for method, _ in CALLS}
+    if not any(ratios.values()):
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(CALLS), figsize=(12, 4), sharey=True)
+    for ax, (method, call) in zip(axes, CALLS, strict=True):
+        for server, series in ratios[method].items():
+            style = "--o" if server.startswith("echo") else "-o"
+            rounds = range(1, len(series) + 1)
+            ax.plot(rounds, series, style, markersize=4, label=name_of(server))
+        ax.axhline(BOUND, color="grey", linestyle=":", label=f"target, {BOUND}x")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xlabel("round (the servers in turn, a window each)")
+        ax.set_title(f"one caller, {call.strip('`')}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0].set_ylabel("window p50 / the echo's in the same round")
     _save(fig, path)
     return True
 

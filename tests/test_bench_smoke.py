@@ -10,9 +10,10 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from pytest import approx
 from support import Reference, observations
 
-from bench import overload, report, servers, serving, under_load
+from bench import overload, report, report_windows, servers, serving, under_load
 from swingup.v1 import policy_pb2 as pb
 from swingup.v1 import policy_pb2_grpc
 
@@ -50,10 +51,27 @@ def test_the_serving_harness_writes_its_report(model_path: Path, tmp_path: Path)
     for row in bursts.values():
         assert row["sent"] == saved["burst"]["calls"] == row["answered"] + row["shed"]
         assert row["next_call"] == "OK"
+    # Window by window: the three servers, a p50 for each round, and the section that reads them.
+    windows = [row for row in saved["rows"] if row["group"] == "windows"]
+    assert {(row["server"], row["method"]) for row in windows} == {
+        (s, m) for s in ("echo", "echo-model", "ours") for m in ("unary", "stream")
+    }
+    assert all(len(row["window_p50_ms"]) == 2 for row in windows)
+    assert "### Window by window" in page and "of 2 |" in page
     pngs = ("serving-latency.png", "serving-throughput.png", "serving-memory.png")
-    for png in (*pngs, "serving-overload.png"):
+    for png in (*pngs, "serving-overload.png", "serving-windows.png"):
         assert (tmp_path / png).stat().st_size > 1000
         assert f"({png})" in page
+
+
+def test_window_ratios_pair_each_window_with_the_echos_of_its_round() -> None:
+    def row(server: str, p50s: list[float]) -> dict[str, object]:
+        return {"group": "windows", "method": "unary", "server": server, "window_p50_ms": p50s}
+
+    rows = [row("echo", [0.5, 0.4]), row("echo-model", [0.55, 0.6]), row("ours", [0.6, 0.44])]
+    ratios = report_windows.window_ratios(rows, "unary")
+    assert ratios == {"echo-model": approx([1.1, 1.5]), "ours": approx([1.2, 1.1])}
+    assert report_windows.window_ratios(rows, "stream") == {}  # no such rows: no section
 
 
 def test_memory_growth_is_read_from_the_ends_not_from_two_samples() -> None:
