@@ -67,13 +67,16 @@ class AsyncPolicyClient(ClientBase):
         timeout: float | None = None,
         reopen: bool = True,
         step_timeout: float | Default | None = CLIENT_TIMEOUT,
+        first_step: int = 0,
     ) -> AsyncPolicyStream:
         """Open a control session (StreamAct). `timeout` bounds the whole session (default
         none); `step_timeout` each step, from its request to its reply, on every stream it is
         sent on together (default: the client's `timeout`; None: none); `reopen` moves it to
-        a new stream when its server goes away (see StreamSession)."""
+        a new stream when its server goes away (see StreamSession); `first_step` goes on with
+        a session that ended after that many steps (its `steps`), such as one whose step ran
+        out of time: its replies are numbered, and a seeded session's noise drawn, from there."""
         step = self._step_timeout(step_timeout)
-        return AsyncPolicyStream(self, mode, seed, timeout, reopen, step)
+        return AsyncPolicyStream(self, mode, seed, timeout, reopen, step, first_step)
 
     async def _unary(self, method: Callable[..., Awaitable[R]], request: object) -> R:
         """One call with this client's deadline and metadata; gRPC errors become PolicyError."""
@@ -143,8 +146,9 @@ class AsyncPolicyStream(StreamSession):
         timeout: float | None,
         reopen: bool = True,
         step_timeout: float | None = None,
+        first_step: int = 0,
     ) -> None:
-        super().__init__(mode, seed, timeout, reopen, step_timeout)
+        super().__init__(mode, seed, timeout, reopen, step_timeout, first_step)
         self._client = client
         self._busy = False
         self._expired = False  # the step timer fired: the stream is over

@@ -41,7 +41,8 @@ def may_reopen(code: grpc.StatusCode, reopen: bool, reopens: int) -> bool:
 
 
 class StreamSession:
-    """A StreamAct session's state: mode and seed, steps answered, the streams opened for it.
+    """A StreamAct session's state: mode and seed, its steps (from `first_step`), the streams
+    opened for it.
 
     When its stream fails with UNAVAILABLE (a replica stopping, in its lame duck; a lost
     connection) the session opens a new stream on the channel, which picks a serving replica,
@@ -64,14 +65,16 @@ class StreamSession:
         timeout: float | None,
         reopen: bool,
         step_timeout: float | None = None,
+        first_step: int = 0,
     ) -> None:
-        wire.mode_value(mode)  # refuse a bad mode or seed now, not at the first step
+        wire.mode_value(mode)  # refuse a bad mode, seed or step now, not at the first step
         wire.check_seed(seed)
+        wire.check_first_step(first_step)
         channel.check_timeout("timeout", timeout)
         channel.check_timeout("step_timeout", step_timeout)
         self.mode = mode
         self.seed = seed
-        self.steps = 0
+        self.steps = first_step  # the session's, on every stream: its next step is numbered this
         self.reopened = 0
         self.model_version = ""  # of the last reply: one stream keeps its model for its life
         self._reopen = reopen

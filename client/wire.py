@@ -54,6 +54,12 @@ def seed_problem(seed: int) -> str | None:
     return None
 
 
+def check_first_step(first_step: int) -> None:
+    """ValueError naming `first_step` unless a session may start there (the server's bound)."""
+    if not 0 <= first_step < contract.MAX_FIRST_STEP:
+        raise ValueError(f"first_step {first_step}: must be between 0 and 2**63 - 1")
+
+
 def check_seed(seed: int | None) -> None:
     """ValueError naming the seed unless it is None or one (`seed_problem`)."""
     problem = None if seed is None else seed_problem(seed)

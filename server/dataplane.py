@@ -15,8 +15,7 @@ from server.batching import Batcher
 from server.errors import InvalidRequest, Overloaded
 from server.runtime import Runtime
 from server.sampling import Mode
-
-MAX_FIRST_STEP = 2**63
+from swingup import contract
 
 
 class DataPlane:
@@ -57,8 +56,7 @@ class DataPlane:
     def open_session(self, mode: Mode, seed: int | None, first_step: int = 0) -> Session:
         """A session on the current model, for its whole life; `first_step` steps were taken
         before, on another stream."""
-        if first_step >= MAX_FIRST_STEP:
-            # The replies' step is a uint64: a session must have room to count on.
+        if first_step >= contract.MAX_FIRST_STEP:
             raise InvalidRequest(f"first_step {first_step}: must be below 2^63")
         return Session(self, self.runtime, mode, seed, self._entropy, first_step)
 

@@ -33,6 +33,10 @@ STD_NAME: Final = "action_std"
 # replica). The server accepts pings half as far apart, so that one a little early is no strike.
 MIN_PING_INTERVAL_S: Final = 1.0
 
+# A stream that continues a session starts at its first request's first_step, below this: the
+# replies' step is a uint64, and a session must have room to count on.
+MAX_FIRST_STEP: Final = 2**63
+
 # The model the repository ships and `swingup-serve` serves by default, relative to the repo root.
 SHIPPED_MODEL: Final = "models/pendulum-a2c.onnx"
 

@@ -391,6 +391,42 @@ def test_a_frozen_server_fails_an_async_stream_step_with_deadline_exceeded(
     asyncio.run(main())
 
 
+@pytest.mark.timeout(60)
+def test_a_session_whose_step_ran_out_of_time_goes_on_from_its_step(
+    own_server: LocalServer,
+) -> None:
+    # A seeded sampling session cut by a frozen server, then opened again at its step count
+    # (first_step), draws what one unbroken session draws, in both clients.
+    assert own_server.target is not None
+    target = own_server.target
+    obs = [observations(2, seed=k) for k in range(6)]
+    with PolicyClient(target, timeout=0.5) as client:
+        with client.stream(mode="sample", seed=7) as whole:
+            unbroken = [whole.act(o) for o in obs]
+        cut = client.stream(mode="sample", seed=7)
+        before = [cut.act(o) for o in obs[:2]]
+        with frozen(own_server), pytest.raises(PolicyError, match="no reply to step 3"):
+            cut.act(obs[2])
+        assert cut.steps == 2
+        with client.stream(mode="sample", seed=7, first_step=cut.steps) as again:
+            after = [again.act(o) for o in obs[2:]]
+            assert again.steps == 6
+        np.testing.assert_array_equal(np.stack(before + after), np.stack(unbroken))
+        for step in (-1, 2**63):
+            with pytest.raises(ValueError, match=f"first_step {step}: must be between 0 and"):
+                client.stream(first_step=step)
+
+    async def main() -> None:
+        async with AsyncPolicyClient(target, timeout=5) as client:
+            async with client.stream(mode="sample", seed=7, first_step=2) as again:
+                after = [await again.act(o) for o in obs[2:]]
+            np.testing.assert_array_equal(np.stack(after), np.stack(unbroken[2:]))
+            with pytest.raises(ValueError, match="first_step -1: must be between 0 and"):
+                client.stream(first_step=-1)
+
+    asyncio.run(main())
+
+
 class Leaving(Flaky):
     """A stand-in replica that keeps leaving: it answers a session's first step, then ends
     every stream `hold_s` after the step it is sent, with UNAVAILABLE, as a server in its lame
