@@ -9,7 +9,8 @@ from typing import Any
 from bench.numbers import figure, num, ratio
 from bench.report import machine_lines
 from bench.report_overload import burst_lines, overload_lines
-from bench.report_windows import windows_lines
+from bench.report_windows import BOUND, window_ratios, windows_lines
+from bench.serving_findings import FINDINGS
 from bench.targets import targets_of
 
 LATENCY_PNG = "serving-latency.png"
@@ -52,84 +53,6 @@ def render(result: dict[str, Any], out_dir: Path) -> list[str]:
         if draw(result, out_dir / png):
             lines += [f"![{alt}]({png})", ""]
     return lines
-
-
-# What profiles and timers inside the server showed (2026-11-24 and 2026-11-30), and what was
-# done about it. Kept beside the measured sections: they say why the figures are what they are.
-FINDINGS = [
-    "### What dominated, and what was done",
-    "",
-    "- py-spy (above): gRPC's core and cygrpc with the asyncio loop take most of the busy time;",
-    "  our Python 3-6%. A thread-by-thread CPU count puts the whole difference to the echo on the",
-    "  event loop's thread, none on gRPC's own threads.",
-    "- One pendulum per call, one caller: the loop thread spends ~90-100 us a call more than the",
-    "  echo's (2026-11-30, /proc per-thread CPU over 3 000 calls, A/B in one run). The same",
-    "  server answering like the echo right after parsing costs what the echo costs (+0 us), so",
-    "  it is all the handler's. Taking onnxruntime out of a minimal handler (parse, model, reply)",
-    "  lowers it by ~70 us (unary) or ~44 us (a stream step): the call itself and the gRPC code",
-    "  that runs slower after it. Our Python around it (checks, batcher, sampling, counters)",
-    "  is the other ~10-30 us.",
-    "- Since 2026-11-30 every run measures that split itself: the echo + the model (above) is",
-    "  the echo that also runs the actor through a plain `InferenceSession.run`. In its first",
-    "  two runs it answered `Act` at 1.11-1.23x the echo's p50 and a stream step at",
-    "  1.19-1.22x, and ours came within 1.02-1.03x and 0.99x of it. The issue's 1.2x against",
-    "  an echo without a model is about what running this model costs any server here.",
-    "- Why the model call costs that much here: between two calls of one caller the server",
-    "  sleeps while the client works (~300 us), and its caches go cold. The bound call of the",
-    "  actor takes ~7 us in a tight loop, ~18 us after a 300 us sleep in a bare process, and",
-    "  34-44 us timed around it inside the server (p50s over 3 000 calls). A graph of one Relu",
-    "  costs as much as the actor after the same sleep, and optimisation levels, no arena, no",
-    "  memory pattern, no memory reuse are all within 2 us of each other from cold caches. The",
-    "  same actor in numpy, swapped into the server, left `Act` where it was (p50 0.596 against",
-    "  0.593 ms, loop CPU 343 us a call both): what the call costs there is the cold machine,",
-    "  which any engine pays, so the model stays onnxruntime's. A stream step timed inside",
-    "  the handler (p50s over 6 000 steps): parse and checks 2.8 us, the step (observations,",
-    "  checks, batcher, model, actions) 52 us, the reply 4.5 us, then 112 us in gRPC's write.",
-    "- Batching: with 64 unary callers a model call serves 1.1 requests on average (256 callers:",
-    "  1.1). grpc.aio's server loop asks gRPC's core for one new call at a time, so unary calls",
-    "  enter one per loop pass and a zero window rarely finds two together; running every one",
-    "  inline instead was no faster (0.83x against 0.88x the echo, within the noise). Stream",
-    "  steps arrive on calls already open and coalesce: 17 requests per model call at 64 stream",
-    "  callers. A controller stepping many pendulums should hold a stream.",
-    "- Done: onnxruntime with one intra-op thread and no spinning (the defaults cost 2.2x CPU at",
-    "  1024 rows); aio kept over the sync server; a lone request runs inline, without the",
-    "  future and a loop pass, up to an estimated 2 ms of model time (1024 pendulums: model step",
-    "  205-257 us instead of 355-411 us through the model thread); one re-armed idle timer per",
-    "  stream instead of two `wait_for` per step; `np.fromiter` for small protobuf fields;",
-    "  finiteness checked in one BLAS call; replies over 64 actions filled from the packed wire",
-    "  encoding (`server/wire.py`: 1024 actions ~13 us against ~38 us, bytes identical); error",
-    "  statuses set rather than aborted, so the metrics have seen a call before its client sees",
-    "  the error.",
-    "- Done: the exported graph is laid out for onnxruntime (`trainer/onnx_graph.py`): the",
-    "  observation normaliser folded into the first layer, both heads one MatMul, constants",
-    "  shaped [1, 1]. onnxruntime's profiler had the old graph's Sub, Div, Mul and Add at 12-15",
-    "  us each over 1024 rows (a [batch, 1] tensor broadcast against a 0-d constant runs element",
-    "  by element): one call over 1024 observations ~95 us instead of ~180 us.",
-    "- Done: onnxruntime called through input and output buffers bound once per batch size",
-    "  (`server/bound.py`): `InferenceSession.run` wraps the input in a new OrtValue and each",
-    "  output in a new array on every call. One observation ~15 us against ~26 us from cold",
-    "  caches, 1024 observations 145 against 162 us; in the server -10 to -20 us of loop CPU a",
-    "  call. Binding costs ~20 us, so a size is bound the third time it is seen, up to 64 sizes",
-    "  for the session's life: a 64-size cache that evicted, cycled by sizes 1-512, rebound on",
-    "  most calls (58 us a call against `run`'s 34). The first try measured -4 us because it",
-    "  passed a RunOptions: onnxruntime 1.32's `run_with_iobinding` then looks up a",
-    "  `gpu_graph_id` entry that is not there and catches the C++ exception, 31 us on every",
-    "  call even warm (in the server, 40-90 us more a call).",
-    "- Tried and dropped: a load-adaptive batching window (hold the flush 100 us, 300 us or 1 ms",
-    "  once the last batch held two or more requests: 0.76-0.81x the echo at 64 callers against",
-    "  0.80x without; the loop is idle ~21% of the time there, so a window only delays); a",
-    "  synchronous server (13-16% faster for one caller in an A/B, unstable at 64 callers); two",
-    "  intra-op threads for big batches (204 against 173 us at 1024 rows); gc.freeze() and a",
-    "  higher gen-0 threshold; removing the stream's idle limit, `max_connection_idle_ms` or",
-    "  HTTP/2 BDP probing (each within the noise); reading a stream's requests with",
-    "  `context.read()` instead of through the request iterator (-7 us a step, within the",
-    "  noise). Pinning the loop thread to a core saves ~40 us",
-    "  of CPU a call, for the echo as much as for us: a deployment choice.",
-    "- Noise: on this VM a figure moves 10-30% between runs minutes apart, interleaved or not",
-    "  (the echo's own `StreamAct` step p50 0.29-0.38 ms in one afternoon); a ratio within ~0.1",
-    "  of its target can fall either side of it on the next run.",
-    "",
-]
 
 
 def _of(row: dict[str, Any] | None, key: str) -> float | None:
@@ -210,16 +133,32 @@ def _targets(result: dict[str, Any]) -> list[str]:
     lines = [
         "### Targets (issue 5)",
         "",
-        "| target | ours | floor | ratio | holds |",
-        "|---|---:|---:|---:|:---:|",
+        "| target | ours | floor | ratio | holds | in short windows: ours, echo + the model |",
+        "|---|---:|---:|---:|:---:|---|",
     ]
+    held = _windows_held(result["rows"])
     for t in targets_of(result):  # from the figures, so a re-rendered report reads them anew
         floor = t.get("floor_text") or figure(t["floor"])
         lines.append(
             f"| {t['target']} | {figure(t['ours'])} | {floor} | {num(t['ratio'])}x | "
-            f"{'yes' if t['met'] else '**no**'} |"
+            f"{'yes' if t['met'] else '**no**'} | {held.get(t.get('method'), '')} |"
         )
     return [*lines, ""]
+
+
+def _windows_held(rows: list[dict[str, Any]]) -> dict[str | None, str]:
+    """For each one-caller p50 target, by its method: in how many of the short windows it held
+    for ours and for the echo + the model (see report_windows)."""
+    held: dict[str | None, str] = {}
+    for method in ("unary", "stream"):
+        ratios = window_ratios(rows, method)
+        if "ours" in ratios and "echo-model" in ratios:
+            ours, model = (
+                f"{sum(r <= BOUND for r in ratios[s])} of {len(ratios[s])}"
+                for s in ("ours", "echo-model")
+            )
+            held[method] = f"{ours}, {model}"
+    return held
 
 
 def _floors(result: dict[str, Any]) -> list[str]:

@@ -74,7 +74,7 @@ def windows(result: dict[str, Any], path: Path) -> bool:
         ax.axhline(BOUND, color="grey", linestyle=":", label=f"target, {BOUND}x")
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xlabel("round (the servers in turn, a window each)")
-        ax.set_title(f"one caller, {call.strip('`')}")
+        ax.set_title(f"one caller, {call.replace('`', '')}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
     axes[0].set_ylabel("window p50 / the echo's in the same round")

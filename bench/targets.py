@@ -16,7 +16,9 @@ def targets_of(result: dict[str, Any]) -> list[dict[str, Any]]:
 
     out: list[dict[str, Any]] = []
 
-    def add(name: str, ours: float, floor: float, bound: float, lower_is_better: bool) -> None:
+    def add(
+        name: str, ours: float, floor: float, bound: float, lower_is_better: bool, **more: Any
+    ) -> None:
         ratio = ours / floor if floor and not math.isnan(floor) else math.nan
         met = ratio <= bound if lower_is_better else ratio >= bound
         out.append(
@@ -28,13 +30,21 @@ def targets_of(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "bound": bound,
                 "lower_is_better": lower_is_better,
                 "met": bool(met),
+                **more,
             }
         )
 
     for method, name in (("unary", "Act p50"), ("stream", "StreamAct step p50")):
         ours, echo = (row(group="latency", server=s, method=method) for s in ("ours", "echo"))
         if ours and echo:
-            add(f"{name} (ms) <= 1.2x echo", ours["p50_ms"], echo["p50_ms"], 1.2, True)
+            add(
+                f"{name} (ms) <= 1.2x echo",
+                ours["p50_ms"],
+                echo["p50_ms"],
+                1.2,
+                True,
+                method=method,  # of one caller: report_windows reads its windows
+            )
     procs = result["scale"]["processes"]
     ours64 = row(group="throughput", server="ours", callers=64, processes=procs)
     echo64 = row(group="throughput", server="echo", callers=64, processes=procs)
