@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import signal
@@ -141,6 +142,17 @@ def withdraw(config: ServeConfig, port: int) -> None:
             config.port_file.unlink()
 
 
+def _settle_heap() -> None:
+    """Put what start-up built, which lives as long as the server (modules, the model, the
+    services: ~45 000 objects), out of the cyclic collector's sight. Each full collection then
+    walks only what serving made since: under load it took 14-35 ms, a pause every call in
+    flight waited out, and under 1 ms after (gc.freeze, as long-running Python servers do).
+    The cost: a cycle among these objects is never collected; the first model, once a reload
+    replaced it, is all that could hold one, once."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(
     config: ServeConfig,
     reloader: Reloader,
@@ -188,6 +200,7 @@ async def serve(
     await server.start()
     background = _start_background(config, reloader, tokens)
     loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader, tokens, background)
+    _settle_heap()
     try:
         on_ready(port)
     except BaseException:  # the port file could not be written: stop what has started
