@@ -35,6 +35,8 @@ from bench.under_load import memory, profile
 
 QUANTILES = np.linspace(0.0, 100.0, 201)
 METHODS: tuple[load.Method, ...] = ("unary", "stream")
+# The echo, the echo that also runs the model (when the run has it) and ours, in that order.
+FLOORS_AND_OURS = ("echo", "echo-model", "ours")
 
 
 # --- rows over gRPC -----------------------------------------------------------------------------
@@ -292,8 +294,9 @@ def _measure_all(
 ) -> dict[str, Any]:
     procs = scale.processes
     latency_rows(bench, "echo", ["ours", *scale.variants])
-    window_rows(bench, ["echo", "echo-model", "ours"])
-    throughput_rows(bench, ["echo", "ours"], scale.callers)
+    window_rows(bench, list(FLOORS_AND_OURS))
+    # The echo + the model too: what running the model alone costs a server's calls/s.
+    throughput_rows(bench, [s for s in FLOORS_AND_OURS if s in running], scale.callers)
     bench.compare(
         ["echo", "ours"], "stream", scale.stream_callers, processes=procs, group="stream throughput"
     )

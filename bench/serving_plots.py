@@ -90,11 +90,12 @@ def throughput(result: dict[str, Any], path: Path) -> bool:
         return False
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 5))
-    series: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    for row in rows:
-        series.setdefault((row["server"], row["clients"]), []).append(
-            (row["callers"], row["calls_per_s"])
-        )
+    # A server's calls/s by callers; a throughput row (taken in turn with the echo's) over a
+    # variants row of the same server and callers (taken alone).
+    rates: dict[tuple[str, str], dict[int, float]] = {}
+    for row in sorted(rows, key=lambda r: r["group"] == "throughput"):
+        rates.setdefault((row["server"], row["clients"]), {})[row["callers"]] = row["calls_per_s"]
+    series = {key: list(by_callers.items()) for key, by_callers in rates.items()}
     for (server, clients), points in sorted(series.items()):
         lone = [p for p in series.get((server, "threads"), []) if p[0] == 1]
         if clients == "processes" and points and lone:  # one caller is the same either way

@@ -35,7 +35,9 @@ def targets_of(result: dict[str, Any]) -> list[dict[str, Any]]:
         )
 
     for method, name in (("unary", "Act p50"), ("stream", "StreamAct step p50")):
-        ours, echo = (row(group="latency", server=s, method=method) for s in ("ours", "echo"))
+        ours, echo, model = (
+            row(group="latency", server=s, method=method) for s in ("ours", "echo", "echo-model")
+        )
         if ours and echo:
             add(
                 f"{name} (ms) <= 1.2x echo",
@@ -44,10 +46,12 @@ def targets_of(result: dict[str, Any]) -> list[dict[str, Any]]:
                 1.2,
                 True,
                 method=method,  # of one caller: report_windows reads its windows
+                model_ratio=model["p50_ms"] / echo["p50_ms"] if model else None,
             )
     procs = result["scale"]["processes"]
     ours64 = row(group="throughput", server="ours", callers=64, processes=procs)
     echo64 = row(group="throughput", server="echo", callers=64, processes=procs)
+    model64 = row(group="throughput", server="echo-model", callers=64, processes=procs)
     if ours64 and echo64:
         add(
             "64 callers, calls/s >= 0.8x echo",
@@ -55,6 +59,7 @@ def targets_of(result: dict[str, Any]) -> list[dict[str, Any]]:
             echo64["calls_per_s"],
             0.8,
             False,
+            model_ratio=model64["calls_per_s"] / echo64["calls_per_s"] if model64 else None,
         )
     big = row(group="big batch", server="ours")
     if big:

@@ -58,6 +58,10 @@ def test_the_serving_harness_writes_its_report(model_path: Path, tmp_path: Path)
     }
     assert all(len(row["window_p50_ms"]) == 2 for row in windows)
     assert "### Window by window" in page and "of 2 |" in page
+    throughput = {row["server"] for row in saved["rows"] if row["group"] == "throughput"}
+    assert throughput == {"echo", "echo-model", "ours"}
+    act = next(t for t in saved["targets"] if t["target"].startswith("Act p50"))
+    assert act["model_ratio"] > 0 and "short windows within the bound" in page
     pngs = ("serving-latency.png", "serving-throughput.png", "serving-memory.png")
     for png in (*pngs, "serving-overload.png", "serving-windows.png"):
         assert (tmp_path / png).stat().st_size > 1000
