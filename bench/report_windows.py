@@ -3,7 +3,6 @@ over many short windows, for ours and for the echo that also runs the model."""
 
 from __future__ import annotations
 
-import math
 import statistics
 from typing import Any
 
@@ -16,7 +15,8 @@ COMPARED = ("echo-model", "ours")
 
 def window_ratios(rows: list[dict[str, Any]], method: str) -> dict[str, list[float]]:
     """Each compared server's p50 over the echo's, window by window (a round's windows are
-    neighbours in time); empty when the run has no such rows."""
+    neighbours in time; a window without calls has no p50 and is left out); empty when the
+    run has no such rows."""
     found = {
         r["server"]: r["window_p50_ms"]
         for r in rows
@@ -26,7 +26,7 @@ def window_ratios(rows: list[dict[str, Any]], method: str) -> dict[str, list[flo
     if not echo:
         return {}
     return {
-        server: [w / e for w, e in zip(found[server], echo, strict=True) if e and not math.isnan(w)]
+        server: [w / e for w, e in zip(found[server], echo, strict=True) if e > 0 and w > 0]
         for server in COMPARED
         if server in found
     }

@@ -35,8 +35,6 @@ from bench.under_load import memory, profile
 
 QUANTILES = np.linspace(0.0, 100.0, 201)
 METHODS: tuple[load.Method, ...] = ("unary", "stream")
-# The echo, the echo that also runs the model (when the run has it) and ours, in that order.
-FLOORS_AND_OURS = ("echo", "echo-model", "ours")
 
 
 # --- rows over gRPC -----------------------------------------------------------------------------
@@ -185,7 +183,7 @@ def window_rows(bench: Bench, servers_: list[str]) -> None:
     scale = bench.scale
     for method in METHODS:
         bench.compare(
-            [s for s in servers_ if s in bench.running],
+            servers_,
             method,
             duration_s=scale.window_rounds * scale.window_s,
             group="windows",
@@ -294,9 +292,10 @@ def _measure_all(
 ) -> dict[str, Any]:
     procs = scale.processes
     latency_rows(bench, "echo", ["ours", *scale.variants])
-    window_rows(bench, list(FLOORS_AND_OURS))
-    # The echo + the model too: what running the model alone costs a server's calls/s.
-    throughput_rows(bench, [s for s in FLOORS_AND_OURS if s in running], scale.callers)
+    # The echo + the model too: what running the model alone costs a server.
+    floors_and_ours: list[str] = [s for s in ("echo", "echo-model", "ours") if s in running]
+    window_rows(bench, floors_and_ours)
+    throughput_rows(bench, floors_and_ours, scale.callers)
     bench.compare(
         ["echo", "ours"], "stream", scale.stream_callers, processes=procs, group="stream throughput"
     )

@@ -145,7 +145,7 @@ def withdraw(config: ServeConfig, port: int) -> None:
 def _settle_heap() -> None:
     """Put what start-up built, which lives as long as the server (modules, the model, the
     services: ~45 000 objects), out of the cyclic collector's sight. Each full collection then
-    walks only what serving made since: under load it took 14-35 ms, a pause every call in
+    walks only what serving made since: under load it took 12-35 ms, a pause every call in
     flight waited out, and under 1 ms after (gc.freeze, as long-running Python servers do).
     The cost: a cycle among these objects is never collected; the first model, once a reload
     replaced it, is all that could hold one, once."""
