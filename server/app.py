@@ -19,10 +19,9 @@ from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 import swingup
-from server import drain, security
+from server import drain, reflection, security
 from server.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
 from server.admin import AdminServicer
 from server.auth import TokenAuth, TokenFile
@@ -49,7 +48,7 @@ SERVICES = (
     OIP_SERVICE_NAME,
     ADMIN_SERVICE_NAME,
     health.SERVICE_NAME,
-    reflection.SERVICE_NAME,
+    *reflection.SERVICE_NAMES,
 )
 
 
@@ -266,7 +265,7 @@ async def _add_services(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in (health.OVERALL_HEALTH, SERVICE_NAME, OIP_SERVICE_NAME, ADMIN_SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(SERVICES, server)
+    reflection.enable(SERVICES, server)
     return health_servicer
 
 

@@ -13,8 +13,9 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from support import (
     NO_RETRIES,
     Reference,
@@ -364,13 +365,37 @@ def test_health_overall_and_per_service(target: str) -> None:
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_reflection_lists_the_services(target: str) -> None:
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+def test_reflection_lists_and_describes_the_services(target: str, version: str) -> None:
+    # v1 (what grpcurl and Postman ask for first) speaks v1alpha's messages, field for field:
+    # the v1alpha classes serve as v1's on the wire.
+    requests = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="swingup.v1.PolicyService"),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol=f"grpc.reflection.{version}.ServerReflection"
+        ),
+    ]
     with grpc.insecure_channel(target) as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        request = reflection_pb2.ServerReflectionRequest(list_services="")
-        (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
-    names = {service.name for service in reply.list_services_response.service}
-    assert {"swingup.v1.PolicyService", "grpc.health.v1.Health"} <= names
+        call = channel.stream_stream(
+            f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        listed, policy, itself = list(call(iter(requests), timeout=10))
+    names = {service.name for service in listed.list_services_response.service}
+    assert {
+        "swingup.v1.PolicyService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
+    for reply, package in ((policy, "swingup.v1"), (itself, f"grpc.reflection.{version}")):
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(raw)
+            for raw in reply.file_descriptor_response.file_descriptor_proto
+        ]
+        assert package in {file.package for file in files}, reply
 
 
 def test_requests_are_not_logged(own_server: LocalServer) -> None:
