@@ -14,7 +14,9 @@ from collections.abc import Sequence
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
-from grpc_reflection.v1alpha._async import ReflectionServicer
+from grpc_reflection.v1alpha._async import (  # reflection.aio, which its stubs do not export
+    ReflectionServicer,
+)
 
 V1ALPHA_SERVICE_NAME: str = reflection.SERVICE_NAME
 V1_SERVICE_NAME = "grpc.reflection.v1.ServerReflection"
