@@ -9,7 +9,7 @@ from typing import Any
 from bench.numbers import figure, num, ratio
 from bench.report import machine_lines
 from bench.report_overload import burst_lines, overload_lines
-from bench.report_windows import BOUND, window_ratios, windows_lines
+from bench.report_windows import window_ratios, windows_lines, within
 from bench.serving_findings import FINDINGS
 from bench.targets import targets_of
 
@@ -156,11 +156,10 @@ def _windows_held(rows: list[dict[str, Any]]) -> dict[str | None, str]:
     for method in ("unary", "stream"):
         ratios = window_ratios(rows, method)
         if "ours" in ratios and "echo-model" in ratios:
-            ours, model = (
-                f"{sum(r <= BOUND for r in ratios[s])} of {len(ratios[s])}"
-                for s in ("ours", "echo-model")
+            held[method] = (
+                f"short windows within the bound: {within(ratios['echo-model'])}, "
+                f"ours {within(ratios['ours'])}"
             )
-            held[method] = f"short windows within the bound: {model}, ours {ours}"
     return held
 
 

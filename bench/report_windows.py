@@ -32,6 +32,11 @@ def window_ratios(rows: list[dict[str, Any]], method: str) -> dict[str, list[flo
     }
 
 
+def within(ratios: list[float]) -> str:
+    """How many of the windows held the bound: "n of m"."""
+    return f"{sum(r <= BOUND for r in ratios)} of {len(ratios)}"
+
+
 def windows_lines(result: dict[str, Any]) -> list[str]:
     rows = result["rows"]
     scale = result["scale"]
@@ -53,10 +58,9 @@ def windows_lines(result: dict[str, Any]) -> list[str]:
         for server, ratios in window_ratios(rows, method).items():
             if not ratios:
                 continue
-            held = sum(r <= BOUND for r in ratios)
             who = "echo + the model" if server == "echo-model" else "swingup-serve"
             lines.append(
                 f"| {call} | {who} | {statistics.median(ratios):.2f}x | {min(ratios):.2f}x | "
-                f"{max(ratios):.2f}x | {held} of {len(ratios)} |"
+                f"{max(ratios):.2f}x | {within(ratios)} |"
             )
     return [*lines, ""]
