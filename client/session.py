@@ -69,12 +69,12 @@ class StreamSession:
     ) -> None:
         wire.mode_value(mode)  # refuse a bad mode, seed or step now, not at the first step
         wire.check_seed(seed)
-        wire.check_first_step(first_step)
         channel.check_timeout("timeout", timeout)
         channel.check_timeout("step_timeout", step_timeout)
         self.mode = mode
         self.seed = seed
-        self.steps = first_step  # the session's, on every stream: its next step is numbered this
+        # The session's steps, on every stream: its next step is numbered this.
+        self.steps = wire.checked_first_step(first_step)
         self.reopened = 0
         self.model_version = ""  # of the last reply: one stream keeps its model for its life
         self._reopen = reopen

@@ -3,6 +3,7 @@ from replies, modes and seeds checked on the way."""
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Literal
 
 import numpy as np
@@ -54,10 +55,17 @@ def seed_problem(seed: int) -> str | None:
     return None
 
 
-def check_first_step(first_step: int) -> None:
-    """ValueError naming `first_step` unless a session may start there (the server's bound)."""
-    if not 0 <= first_step < contract.MAX_FIRST_STEP:
-        raise ValueError(f"first_step {first_step}: must be between 0 and 2**63 - 1")
+def checked_first_step(first_step: int) -> int:
+    """`first_step` as an int; ValueError naming it unless it is a whole number a session may
+    start at (the server's bound). A float would pass a range check here and fail inside
+    protobuf at the session's first step."""
+    try:
+        step = operator.index(first_step)
+    except TypeError:
+        step = -1
+    if not 0 <= step < contract.MAX_FIRST_STEP:
+        raise ValueError(f"first_step {first_step!r}: must be between 0 and 2**63 - 1")
+    return step
 
 
 def check_seed(seed: int | None) -> None:

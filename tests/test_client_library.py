@@ -412,9 +412,9 @@ def test_a_session_whose_step_ran_out_of_time_goes_on_from_its_step(
             after = [again.act(o) for o in obs[2:]]
             assert again.steps == 6
         np.testing.assert_array_equal(np.stack(before + after), np.stack(unbroken))
-        for step in (-1, 2**63):
+        for step in (-1, 2**63, 1.5):
             with pytest.raises(ValueError, match=f"first_step {step}: must be between 0 and"):
-                client.stream(first_step=step)
+                client.stream(first_step=step)  # type: ignore[arg-type]  # 1.5 is the point
 
     async def main() -> None:
         async with AsyncPolicyClient(target, timeout=5) as client:
